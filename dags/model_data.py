@@ -1,0 +1,86 @@
+"""
+### Data pipeline: `<model>__data`
+
+One DAG per model config in `include/models/`. For each daily data interval:
+
+1. **ingest**: batch files named `YYYY-MM-DD*.csv|parquet` in the landing location are copied into the
+   immutable, content-addressed raw store. Re-running an interval changes nothing; the same file landed
+   for another day is rejected as a duplicate.
+2. **validate**: the Great Expectations gate. A bad batch is quarantined with its GX result and report
+   and the task fails with one line naming the failed expectations; nothing downstream runs.
+3. **materialize**: Feast `apply` (idempotent) and materialization of exactly this interval into the
+   online store. Emits the `<model>.features` Asset event.
+
+No landed file for the interval → the run is skipped, not failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+from mlops.dagkit import (
+    cron,
+    default_args,
+    features_asset,
+    generate_dags,
+    run_step,
+)
+
+START = datetime(2026, 1, 1)
+
+
+def _interval() -> tuple[str, str]:
+    context = get_current_context()
+    start, end = context["data_interval_start"], context["data_interval_end"]
+    if start is None or end is None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("this DAG needs a data interval: trigger it with a logical date")
+    return start.isoformat(), end.isoformat()
+
+
+def build_data_dag(model: str, owner: str, schedule: str, description: str) -> Any:
+    @dag(
+        dag_id=f"{model}__data",
+        schedule=CronDataIntervalTimetable(cron(schedule), timezone="UTC"),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(owner),
+        tags=["mlops", f"model:{model}", "data"],
+        doc_md=f"{__doc__}\n\n**Model `{model}`**: {description}",
+    )
+    def data_pipeline() -> None:
+        @task
+        def ingest() -> dict[str, Any]:
+            from mlops import pipeline
+
+            return run_step(pipeline.ingest, model, *_interval())
+
+        @task
+        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            return run_step(pipeline.validate, model, ingested["interval"], *_interval())
+
+        @task(outlets=[features_asset(model)])
+        def materialize(validated: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            result = run_step(pipeline.materialize, model, *_interval())
+            outlet_events = get_current_context()["outlet_events"]
+            outlet_events[features_asset(model)].extra = {
+                "interval": validated["interval"],
+                "rows": validated["rows"],
+            }
+            return result
+
+        materialize(validate(ingest()))
+
+    return data_pipeline()
+
+
+generate_dags(globals(), "data", lambda cfg: build_data_dag(cfg.name, cfg.owner, cfg.ingest_schedule, cfg.description))

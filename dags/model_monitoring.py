@@ -1,0 +1,109 @@
+"""
+### Monitoring: `<model>__monitoring`
+
+Runs on every `<model>.predictions` Asset event. For the scored interval it measures, against the
+champion's reference (its training rows and holdout scores):
+
+- **feature drift** (Evidently) and **prediction drift** (Kolmogorov-Smirnov on the scores);
+- **quality** on the labelled rows, against the config's hard guardrails.
+
+Reports (HTML + JSON) are kept per interval and logged to the `<model>__monitoring` MLflow experiment.
+
+- **emit_drift** emits the `<model>.drift` Asset event (which schedules `<model>__training`) only when
+  drift passes the config's threshold; otherwise it is skipped and no event is emitted.
+- **circuit_breaker** rolls `champion` back to the previous champion when a quality guardrail is
+  breached (the same code path as `<model>__rollback`), and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from mlops.dagkit import (
+    default_args,
+    drift_asset,
+    generate_dags,
+    intervals_param,
+    predictions_asset,
+    requested_intervals,
+    run_each,
+)
+
+START = datetime(2026, 1, 1)
+
+
+def build_monitoring_dag(model: str, owner: str) -> Any:
+    @dag(
+        dag_id=f"{model}__monitoring",
+        schedule=[predictions_asset(model)],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(owner),
+        params={"intervals": intervals_param()},
+        tags=["mlops", f"model:{model}", "monitoring"],
+        doc_md=f"{__doc__}\n\n**Model `{model}`**",
+    )
+    def monitoring_pipeline() -> None:
+        @task
+        def monitor() -> dict[str, Any]:
+            from mlops import monitoring
+
+            context = get_current_context()
+            intervals = requested_intervals(context, predictions_asset(model))
+            if not intervals:
+                raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
+            results = run_each(monitoring.monitor_interval, model, intervals)
+            drifted = [r for r in results if r.drift_detected]
+            breaches = [b for r in results for b in r.guardrail_breaches]
+            breached_versions = sorted({r.champion_version for r in results if r.guardrail_breaches})
+            return {
+                "intervals": intervals,
+                "drift": drifted[-1].event_extra() if drifted else None,
+                "guardrail_breaches": breaches,
+                "breached_versions": breached_versions,
+                "results": [r.to_dict() for r in results],
+            }
+
+        @task(outlets=[drift_asset(model)])
+        def emit_drift(monitored: dict[str, Any]) -> dict[str, Any]:
+            if not monitored["drift"]:
+                raise AirflowSkipException(f"no drift in {monitored['intervals']}: no drift event emitted")
+            get_current_context()["outlet_events"][drift_asset(model)].extra = monitored["drift"]
+            return dict(monitored["drift"])
+
+        @task
+        def circuit_breaker(monitored: dict[str, Any]) -> dict[str, Any]:
+            from mlops import registry
+
+            breaches = monitored["guardrail_breaches"]
+            if not breaches:
+                raise AirflowSkipException("quality within guardrails: champion kept")
+            context = get_current_context()
+            try:
+                change = registry.rollback(
+                    model,
+                    actor="circuit-breaker",
+                    reason=f"quality guardrail breached in {monitored['intervals']}: {'; '.join(breaches)}",
+                    dag_id=context["dag"].dag_id,
+                    dag_run_id=context["run_id"],
+                    only_if_champion=monitored["breached_versions"][-1],
+                )
+            except registry.RollbackError as exc:
+                raise AirflowFailException(f"circuit breaker could not roll back: {exc}") from None
+            if change is None:
+                raise AirflowSkipException("the version that breached is no longer champion: nothing to undo")
+            return {"rolled_back_from": change.from_version, "champion": change.to_version}
+
+        monitored = monitor()
+        emit_drift(monitored)
+        circuit_breaker(monitored)
+
+    return monitoring_pipeline()
+
+
+generate_dags(globals(), "monitoring", lambda cfg: build_monitoring_dag(cfg.name, cfg.owner))

@@ -1,0 +1,70 @@
+"""
+### Batch scoring: `<model>__scoring`
+
+Runs on every `<model>.features` Asset event (a batch was validated and materialized). For each
+interval behind the run it scores the batch's entities with `models:/<model>@champion`, features from
+the Feast online store, and writes the predictions with the model version and run id beside every row.
+When a `challenger` alias exists, the batch is also scored in **shadow** (stored apart, never served) and
+the comparison is logged to MLflow. The model is verified against the checksum recorded at registration
+and cached per version. Emits `<model>.predictions`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from mlops.dagkit import (
+    default_args,
+    features_asset,
+    generate_dags,
+    intervals_param,
+    predictions_asset,
+    requested_intervals,
+    run_each,
+)
+
+START = datetime(2026, 1, 1)
+
+
+def build_scoring_dag(model: str, owner: str) -> Any:
+    @dag(
+        dag_id=f"{model}__scoring",
+        schedule=[features_asset(model)],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(owner),
+        params={"intervals": intervals_param()},
+        tags=["mlops", f"model:{model}", "scoring"],
+        doc_md=f"{__doc__}\n\n**Model `{model}`**",
+    )
+    def scoring_pipeline() -> None:
+        @task(outlets=[predictions_asset(model)])
+        def score() -> dict[str, Any]:
+            from mlops import scoring
+
+            context = get_current_context()
+            intervals = requested_intervals(context, features_asset(model))
+            if not intervals:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException("no features event behind this run: nothing to score")
+            results = run_each(scoring.score_interval, model, intervals, run_id=context["run_id"])
+            latest = results[-1]
+            context["outlet_events"][predictions_asset(model)].extra = {
+                "interval": latest["interval"],
+                "intervals": intervals,
+                "champion_version": latest["champion_version"],
+                "rows": sum(r["rows"] for r in results),
+            }
+            return {"scored": results}
+
+        score()
+
+    return scoring_pipeline()
+
+
+generate_dags(globals(), "scoring", lambda cfg: build_scoring_dag(cfg.name, cfg.owner))

@@ -1,0 +1,294 @@
+"""
+### Training pipeline: `<model>__training`
+
+One DAG per model config in `include/models/`. Runs on the config's retraining cron OR whenever
+monitoring emits a `<model>.drift` Asset event (`AssetOrTimeSchedule`), and can be triggered from the UI
+with the Params below.
+
+0. **plan_training**: picks the window (from the drift events behind the run, else the Params) and
+   enforces the guard rails: one run at a time (`max_active_runs=1`), a cool-down after the last retrain
+   for drift-triggered runs (a burst of events, merged or not, yields one retrain; a failed retrain
+   counts too, so there is no retry storm).
+1. **build_training_set**: point-in-time correct training set from Feast's offline store for the window.
+2. **train**: the training CLI (`python -m mlops.train`), as a GPU pod through the house
+   KubernetesPodOperator in production, as a local process otherwise. Logs everything to MLflow.
+3. **gates** (each an HTML report, also logged to the MLflow run): `gate_drift` (Evidently data drift
+   vs the newest validated batch), `gate_quality` (holdout metrics), `gate_fairness` (fairlearn group
+   disparity), `gate_champion` (challenger vs champion on the same frozen holdout). A failed gate fails
+   the run with one line and `champion` does not move.
+4. **register**: a model version with lineage tags and the `challenger` alias.
+5. **approval_route** picks **approve_promotion** (a person approves in the Airflow UI; a rejection
+   skips promotion) when the config or the run's Params ask for it, else **auto_approve**; then
+   **promote** points the `champion` alias at the version.
+   Every alias move is recorded in the `<model>__alias_history` MLflow experiment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import (
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+
+from mlops.config import ModelConfig
+from mlops.dagkit import (
+    cron,
+    default_args,
+    drift_asset,
+    generate_dags,
+    run_step,
+    training_backend,
+    triggering_extras,
+)
+
+START = datetime(2026, 1, 1)
+TRAINING_SET = "build_training_set"
+
+
+def _run_id() -> tuple[str, str]:
+    context = get_current_context()
+    return context["dag"].dag_id, context["run_id"]
+
+
+def _schedule(cfg: ModelConfig) -> Any:
+    if cfg.training.schedule:
+        return AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(cron(cfg.training.schedule), timezone="UTC"),
+            assets=drift_asset(cfg.name),
+        )
+    return [drift_asset(cfg.name)]
+
+
+def _params(cfg: ModelConfig) -> dict[str, Param]:
+    return {
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Training window end",
+            description="Last day of data to train on (default: newest validated day).",
+        ),
+        "window_days": Param(
+            cfg.training.window_days, type="integer", minimum=3, maximum=3650, title="Training window (days)"
+        ),
+        "estimator_params": Param(
+            {},
+            type="object",
+            title="Estimator overrides",
+            description="Merged over the config's estimator params.",
+        ),
+        "require_approval": Param(
+            cfg.promotion.require_approval, type="boolean", title="Require human approval before promotion"
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force past the champion comparison",
+            description="Promote even if worse than the champion (other gates still apply).",
+        ),
+    }
+
+
+def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
+    """Training: the house GPU pod in production, the same CLI as a local process elsewhere."""
+    if training_backend() == "kubernetes":
+        from mlops.pod import gpu_pod_operator
+
+        xcom = f"ti.xcom_pull(task_ids='{TRAINING_SET}')"
+        pod = gpu_pod_operator(
+            task_id="train",
+            arguments=[
+                "--model",
+                cfg.name,
+                "--training-set",
+                "{{ " + xcom + "['uri'] }}",
+                "--holdout-output",
+                "{{ " + xcom + "['holdout_uri'] }}",
+                "--estimator-params",
+                "{{ params.estimator_params | tojson }}",
+                "--tags",
+                '{"airflow.dag_run_id": "{{ run_id }}", "airflow.trigger": "{{ ' + xcom + "['trigger'] }}\"}",
+                "--run-name",
+                "{{ dag.dag_id }}/{{ run_id }}",
+                "--xcom",
+            ],
+            resources=cfg.training.resources,
+            labels={"mlops/model": cfg.name.replace("_", "-")},
+        )
+        training_set >> pod
+        return pod.output
+
+    @task(task_id="train")
+    def train_locally(training_set: dict[str, Any]) -> dict[str, Any]:
+        from mlops import pipeline
+
+        dag_id, run_id = _run_id()
+        params = get_current_context()["params"]
+        return run_step(
+            pipeline.train_local,
+            cfg.name,
+            training_set,
+            run_name=f"{dag_id}/{run_id}",
+            estimator_params=params["estimator_params"],
+            tags={
+                "airflow.dag_id": dag_id,
+                "airflow.dag_run_id": run_id,
+                "airflow.trigger": training_set["trigger"],
+            },
+        )
+
+    return train_locally(training_set)
+
+
+def build_training_dag(cfg: ModelConfig) -> Any:
+    model = cfg.name
+
+    @dag(
+        dag_id=f"{model}__training",
+        schedule=_schedule(cfg),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(cfg.owner),
+        params=_params(cfg),
+        tags=["mlops", f"model:{model}", "training"],
+        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}",
+    )
+    def training_pipeline() -> None:
+        @task
+        def plan_training() -> dict[str, Any]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from mlops import monitoring, pipeline
+
+            context = get_current_context()
+            params = context["params"]
+            events = triggering_extras(context, drift_asset(model))
+            if not events:
+                # The window is fixed here, so a cleared or retried run trains on the same days.
+                first, last = run_step(pipeline.training_window, model, params["window_end"], params["window_days"])
+                return {
+                    "trigger": str(getattr(context["dag_run"], "run_type", "manual")),
+                    "window_end": last.isoformat(),
+                    "window_days": (last - first).days + 1,
+                    "drift_events": [],
+                }
+            remaining = monitoring.cooldown_remaining(model, cfg.retraining.cooldown_minutes)
+            if remaining > 0:
+                raise AirflowSkipException(
+                    f"drift-triggered retrain skipped: cool-down of {cfg.retraining.cooldown_minutes:g} min "
+                    f"after the last retrain ({remaining:.0f} s left); {len(events)} drift event(s) merged"
+                )
+            # The window ends at the newest validated day: it holds every drifted batch behind the events.
+            drifted_until, window_days = monitoring.retrain_window(events, params["window_days"])
+            newest = run_step(pipeline.training_window, model, None, window_days)[1].isoformat()
+            window_end = max(drifted_until or newest, newest)
+            return {
+                "trigger": "drift",
+                "window_end": window_end,
+                "window_days": window_days,
+                "drift_events": events,
+            }
+
+        @task(task_id=TRAINING_SET)
+        def build_training_set(plan: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            _, run_id = _run_id()
+            result = run_step(pipeline.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
+            return {**result, "trigger": plan["trigger"]}
+
+        @task
+        def gate_drift(trained: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            return run_step(pipeline.gate_drift, model, trained, _run_id()[1])
+
+        @task
+        def gate_quality(trained: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            return run_step(pipeline.gate_quality, model, trained, _run_id()[1])
+
+        @task
+        def gate_fairness(trained: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            return run_step(pipeline.gate_fairness, model, trained, _run_id()[1])
+
+        @task
+        def gate_champion(trained: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            force = bool(get_current_context()["params"]["force"])
+            return run_step(pipeline.gate_champion, model, trained, _run_id()[1], force=force)
+
+        @task
+        def register(trained: dict[str, Any], training_set: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            dag_id, run_id = _run_id()
+            return run_step(pipeline.register, model, trained, training_set, dag_id=dag_id, run_id=run_id)
+
+        @task.branch
+        def approval_route() -> str:
+            from mlops import pipeline
+
+            requested = get_current_context()["params"]["require_approval"]
+            return "approve_promotion" if pipeline.needs_approval(cfg, requested) else "auto_approve"
+
+        @task(trigger_rule="none_failed_min_one_success")
+        def promote(registered: dict[str, Any]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            context = get_current_context()
+            approval = context["ti"].xcom_pull(task_ids="approve_promotion")
+            actor, reason = "airflow", "passed every gate"
+            if approval:
+                if "Approve" not in approval.get("chosen_options", []):
+                    raise ValueError(f"promotion was not approved: {approval}")
+                user = approval.get("responded_by_user") or {}
+                actor = str(user.get("name") or user.get("id") or "approver") if isinstance(user, dict) else str(user)
+                reason = "approved in Airflow"
+            dag_id, run_id = _run_id()
+            return run_step(
+                pipeline.promote,
+                model,
+                registered["version"],
+                actor=actor,
+                reason=reason,
+                dag_id=dag_id,
+                run_id=run_id,
+            )
+
+        training_set = build_training_set(plan_training())
+        trained = _train_task(cfg, training_set)
+        gates = [gate_drift(trained), gate_quality(trained), gate_fairness(trained), gate_champion(trained)]
+        registered = register(trained, training_set)
+        route = approval_route()
+        approve_promotion = ApprovalOperator(
+            task_id="approve_promotion",
+            # Unanswered for a day: reject, so retraining (one run at a time) is never blocked for good.
+            response_timeout=timedelta(hours=24),
+            defaults="Reject",
+            subject=f"Promote {model} to champion?",
+            body="Version {{ ti.xcom_pull(task_ids='register')['version'] }} passed every gate. "
+            "Reports are attached to its MLflow run.",
+        )
+        auto_approve = EmptyOperator(task_id="auto_approve")
+        promoted = promote(registered)
+        gates >> registered >> route >> [approve_promotion, auto_approve] >> promoted
+
+    return training_pipeline()
+
+
+generate_dags(globals(), "training", build_training_dag)

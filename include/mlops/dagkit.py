@@ -1,0 +1,167 @@
+"""Small helpers the DAG files share: parse-time config discovery, error reporting, task error mapping.
+
+Parse-time work here is deliberately tiny: read a few YAML files and validate them with pydantic. No
+database, connection, Variable or network access; no pandas/mlflow/feast imports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from airflow.sdk import DAG, Asset
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from mlops.config import ConfigError, LoadedConfig, ModelConfig, discover
+from mlops.settings import REPO_ROOT
+
+T = TypeVar("T")
+
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+}
+
+
+def features_asset(model: str) -> Asset:
+    """Emitted when a model's features for an interval are validated and materialized."""
+    return Asset(name=f"{model}.features", uri=f"mlops://{model}/features", group="mlops")
+
+
+def predictions_asset(model: str) -> Asset:
+    """Emitted when a validated batch has been scored by the champion."""
+    return Asset(name=f"{model}.predictions", uri=f"mlops://{model}/predictions", group="mlops")
+
+
+def drift_asset(model: str) -> Asset:
+    """Emitted only when monitoring finds drift; the training DAG is scheduled on it."""
+    return Asset(name=f"{model}.drift", uri=f"mlops://{model}/drift", group="mlops")
+
+
+def triggering_extras(context: Any, asset: Asset) -> list[dict[str, Any]]:
+    """The extras of every event of ``asset`` behind this run (Airflow may merge a burst into one run)."""
+    events = context.get("triggering_asset_events") or {}
+    found: list[dict[str, Any]] = []
+    for key, asset_events in events.items():
+        name = getattr(key, "name", key)
+        if name == asset.name or getattr(key, "uri", None) == asset.uri:
+            found.extend(dict(event.extra or {}) for event in asset_events)
+    return found
+
+
+def requested_intervals(context: Any, asset: Asset) -> list[str]:
+    """Intervals behind this run: from the triggering asset events, else the run's ``intervals`` Param."""
+    found: set[str] = set()
+    for extra in triggering_extras(context, asset):
+        found.update(extra.get("intervals") or [])
+        if extra.get("interval"):
+            found.add(extra["interval"])
+    if not found:
+        found.update(context["params"].get("intervals") or [])
+    return sorted(found)
+
+
+def intervals_param() -> Any:
+    from airflow.sdk import Param
+
+    return Param(
+        [],
+        type="array",
+        items={"type": "string", "format": "date"},
+        title="Intervals (manual runs)",
+        description="Days (YYYY-MM-DD) to process when triggered by hand; asset runs use the event.",
+    )
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("MLOPS_MODELS_DIR", REPO_ROOT / "include" / "models"))
+
+
+def training_backend() -> str:
+    """'kubernetes' in production unless overridden; never raises (safe at parse time)."""
+    default = "kubernetes" if os.environ.get("MLOPS_ENV") == "production" else "local"
+    return os.environ.get("MLOPS_TRAINING_BACKEND", default)
+
+
+def load_model_configs() -> tuple[list[LoadedConfig], list[ConfigError]]:
+    return discover(models_dir())
+
+
+def default_args(owner: str) -> dict[str, Any]:
+    """Transient faults retry; gates raise AirflowFailException, which never retries."""
+    return {
+        "owner": owner,
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+def cron(expression: str) -> str:
+    return CRON_PRESETS.get(expression, expression)
+
+
+class ConfigErrorDag(DAG):
+    """Stands in for malformed model configs.
+
+    Airflow records an exception raised while a DAG is validated as an import error of the DAG file,
+    and keeps loading the file's other DAGs: the UI's import-error banner then names the YAML file,
+    the key and the problem, while every well-formed model keeps its DAGs.
+    """
+
+    config_errors: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        raise ConfigError("malformed model config(s): " + " || ".join(self.config_errors))
+
+
+def generate_dags(namespace: dict[str, Any], kind: str, build: Callable[[ModelConfig], DAG]) -> None:
+    """Put one ``<model>__<kind>`` DAG per valid model config into a DAG file's globals.
+
+    Malformed configs become one ``ConfigErrorDag`` (an import error naming file, key and problem) while
+    every valid model keeps its DAG.
+    """
+    configs, errors = load_model_configs()
+    for loaded in configs:
+        namespace[f"{loaded.config.name}__{kind}"] = build(loaded.config)
+    if errors:
+        namespace[f"model_config_errors__{kind}"] = config_error_dag(f"model_config_errors__{kind}", errors)
+
+
+def config_error_dag(dag_id: str, errors: list[ConfigError]) -> DAG:
+    error_dag = ConfigErrorDag(dag_id=dag_id, schedule=None, tags=["mlops", "config-error"])
+    error_dag.config_errors = tuple(str(e) for e in errors)
+    return error_dag
+
+
+def run_each(fn: Callable[..., T], model: str, intervals: list[str], **kwargs: Any) -> list[T]:
+    """``run_step`` per interval of a (possibly merged) run: an interval with nothing to do is skipped alone."""
+    results: list[T] = []
+    skipped: list[str] = []
+    for interval in intervals:
+        try:
+            results.append(run_step(fn, model, interval, **kwargs))
+        except AirflowSkipException as exc:
+            skipped.append(str(exc))
+    if not results:
+        raise AirflowSkipException("; ".join(skipped) or "nothing to do")
+    return results
+
+
+def run_step(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a pipeline step; gate failures fail the task at once (no retries) with their one line."""
+    from mlops.pipeline import GateFailed, NothingToDo
+
+    try:
+        return fn(*args, **kwargs)
+    except GateFailed as exc:
+        raise AirflowFailException(str(exc)) from None
+    except NothingToDo as exc:
+        raise AirflowSkipException(str(exc)) from None

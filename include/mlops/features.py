@@ -1,0 +1,520 @@
+"""Feast feature store for every model config: definitions, materialization, point-in-time training sets.
+
+Validated batches live at ``<lake>/validated/<model>/date=YYYY-MM-DD/<sha>.parquet``; one Feast
+``FileSource`` per model reads that folder in place through the DuckDB offline store. Everything is
+keyed on a :class:`~mlops.config.ModelConfig`, so a new model YAML needs no Feast code.
+
+Training sets never trust Feast's row order or de-duplication: each label row gets a row id before the
+point-in-time join, the result is re-ordered by it, and a row-count mismatch is an error rather than a
+silently smaller training set.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ibis
+import numpy as np
+import pandas as pd
+from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores import duckdb as feast_duckdb
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.ibis import (
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
+from feast.infra.offline_stores.offline_store import RetrievalJob
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.repo_config import RepoConfig
+from ibis.expr import datatypes as dt
+from pydantic import StrictStr
+from typing_extensions import override
+
+from mlops.config import ModelConfig
+from mlops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from ibis.expr.types import Table
+
+ROW_ID = "__mlops_row_id"
+"""Column added to the entity frame so results can be re-aligned with the label rows."""
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_log = logging.getLogger(__name__)
+
+
+class FeatureStoreError(RuntimeError):
+    """The feature store returned something that would silently corrupt a training set."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline store: Feast's DuckDB store with a reader that is safe for our partitioned parquet
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_lake_source(data_source: DataSource, repo_path: str) -> Table:
+    """Read a FileSource like Feast's DuckDB store does, fixing two traps of a multi-file lake.
+
+    * ``union_by_name``: without it DuckDB takes the first file's schema and silently casts the
+      others to it, so a float column read after an int batch is ROUNDED (3.5 -> 4).
+    * Timestamps are cast to microsecond UTC: pandas writes ``timestamp[ns, UTC]``, which DuckDB
+      reads as TIMESTAMPTZ_NS and then cannot cast for the materialization window filter.
+    ``hive_partitioning`` is off so the ``date=`` folder never adds a column.
+    """
+    if (
+        isinstance(data_source, FileSource)
+        and isinstance(data_source.file_format, ParquetFormat)
+        and not data_source.resolve_credentials()
+    ):
+        table = ibis.read_parquet(data_source.path, union_by_name=True, hive_partitioning=False)
+    else:
+        table = feast_duckdb._read_data_source(data_source, repo_path)
+    utc_us = dt.Timestamp(timezone="UTC", scale=6)
+    columns = [data_source.timestamp_field, data_source.created_timestamp_column]
+    casts = {c: table[c].cast(utc_us) for c in columns if c and c in table.columns}
+    return table.mutate(**casts) if casts else table
+
+
+class LakeDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
+    """Config of :class:`LakeDuckDBOfflineStore` (``offline_store.type`` in feature_store.yaml)."""
+
+    type: StrictStr = "mlops.features.LakeDuckDBOfflineStore"
+
+
+class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
+    """Feast's DuckDB offline store reading sources through :func:`_read_lake_source`.
+
+    Chosen over the ``file`` (dask) store, which drops label rows without a feature row in the TTL
+    and collapses duplicate (key, timestamp) rows; DuckDB's point-in-time join is a left join.
+    """
+
+    @staticmethod
+    @override
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        return pull_latest_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            data_source_reader=_read_lake_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+        )
+
+    @staticmethod
+    @override
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        return pull_all_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            data_source_reader=_read_lake_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+        )
+
+    @staticmethod
+    @override
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        filter_by_created_timestamp: bool = False,
+    ) -> RetrievalJob:
+        return get_historical_features_ibis(
+            config=config,
+            feature_views=feature_views,
+            feature_refs=feature_refs,
+            entity_df=entity_df,
+            registry=registry,
+            project=project,
+            full_feature_names=full_feature_names,
+            data_source_reader=_read_lake_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            filter_by_created_timestamp=filter_by_created_timestamp,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Store and locations
+# --------------------------------------------------------------------------------------------------
+
+
+def get_store(settings: Settings | None = None) -> FeatureStore:
+    """Build the FeatureStore of the current environment (local SQLite or production Postgres/Redis).
+
+    feature_store.yaml uses ``${MLOPS_STATE_DIR}``; Feast expands it from os.environ at load time, so
+    it is set here from the settings (which may point elsewhere, e.g. in tests).
+    """
+    from feast import FeatureStore
+
+    settings = settings or get_settings()
+    os.environ["MLOPS_STATE_DIR"] = str(settings.state_dir)
+    if settings.is_local:
+        (settings.state_dir / "feast").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
+
+
+def validated_root(settings: Settings | None = None) -> str:
+    """Root of the validated partitions (``<lake>/validated``); absolute for local lakes."""
+    settings = settings or get_settings()
+    lake = settings.lake_uri.rstrip("/")
+    if "://" not in lake:
+        lake = str(Path(lake).resolve())
+    return f"{lake}/validated"
+
+
+def _model_root(cfg: ModelConfig, root: str) -> str:
+    return f"{root.rstrip('/')}/{cfg.name}"
+
+
+def _source_glob(cfg: ModelConfig, root: str) -> str:
+    """DuckDB's read_parquet needs a glob, not a folder: one level of ``date=`` partitions."""
+    return f"{_model_root(cfg, root)}/date=*/*.parquet"
+
+
+# --------------------------------------------------------------------------------------------------
+# Definitions
+# --------------------------------------------------------------------------------------------------
+
+
+def feature_objects(cfg: ModelConfig, validated_root: str) -> list[Any]:
+    """Entity, FileSource, FeatureView and FeatureService of one model, derived from its config.
+
+    Numeric columns are Float64 even when the parquet holds ints, so an int batch followed by a
+    float batch never changes the view's type. Categorical and sensitive columns are String.
+    """
+    from feast import Entity, FeatureService, Field, ValueType
+    from feast.types import Float64, Int64, String
+
+    key_type = ValueType.INT64 if cfg.entity.dtype == "int64" else ValueType.STRING
+    entity = Entity(
+        name=cfg.entity.name,
+        join_keys=[cfg.entity.join_key],
+        value_type=key_type,
+        description=f"Entity of model {cfg.name}",
+    )
+    source = FileSource(
+        name=f"{cfg.name}_validated",
+        path=_source_glob(cfg, validated_root),
+        file_format=ParquetFormat(),
+        timestamp_field=cfg.timestamp_column,
+        description=f"Validated batches of model {cfg.name}",
+    )
+    numeric = set(cfg.features.numeric)
+    schema = [Field(name=cfg.entity.join_key, dtype=Int64 if cfg.entity.dtype == "int64" else String)]
+    schema += [Field(name=c, dtype=Float64 if c in numeric else String) for c in cfg.stored_columns]
+    view = FeatureView(
+        name=cfg.feature_view,
+        entities=[entity],
+        ttl=timedelta(days=cfg.features.ttl_days),
+        schema=schema,
+        source=source,
+        online=True,
+        tags={"model": cfg.name},
+        description=cfg.description,
+    )
+    service = FeatureService(
+        name=cfg.feature_service,
+        features=[view],
+        tags={"model": cfg.name},
+        description=f"Inputs and sensitive attributes of {cfg.name}",
+    )
+    return [entity, source, view, service]
+
+
+def repo_objects(configs: list[ModelConfig], validated_root: str) -> list[Any]:
+    """Objects of every model for the ``feast`` CLI; models may share an entity if it is identical."""
+    objects: list[Any] = []
+    entities: dict[str, Any] = {}
+    for cfg in configs:
+        entity, *rest = feature_objects(cfg, validated_root)
+        known = entities.get(entity.name)
+        if known is None:
+            entities[entity.name] = entity
+            objects.append(entity)
+        elif known.join_key != entity.join_key or known.value_type != entity.value_type:
+            raise ValueError(
+                f"model {cfg.name}: entity '{entity.name}' is already defined with join key "
+                f"'{known.join_key}' ({known.value_type.name}); use another entity name"
+            )
+        objects.extend(rest)
+    return objects
+
+
+def apply(cfg: ModelConfig, store: FeatureStore | None = None) -> list[str]:
+    """Register the model's objects (idempotent: unchanged objects are left as they are)."""
+    store = store or get_store()
+    objects = feature_objects(cfg, validated_root())
+    store.apply(objects)
+    return [obj.name for obj in objects]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading validated partitions
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, as everywhere in the platform."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _first_partition_date(start: datetime) -> date:
+    """First date ``d`` with ``d 00:00 >= start``."""
+    day = start.date()
+    return day if start == datetime.combine(day, time(), tzinfo=UTC) else day + timedelta(days=1)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _query_lake(cfg: ModelConfig, sql: str, params: dict[str, Any]) -> pd.DataFrame | None:
+    """Run SQL over the model's partitions (``{files}`` in ``sql``); None when there are no files.
+
+    DuckDB over the same glob as the FileSource, so counts match what Feast reads; ``union_by_name``
+    for the same reason as in :func:`_read_lake_source`.
+    """
+    import duckdb
+
+    pattern = _source_glob(cfg, validated_root())
+    if "://" not in pattern and not glob.glob(pattern):
+        return None
+    files = (
+        "read_parquet($pattern, union_by_name=true, hive_partitioning=true, "
+        "hive_types={'date': 'VARCHAR'}, filename=true, file_row_number=true)"
+    )
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql.format(files=files), {"pattern": pattern, **params}).df()
+    except duckdb.IOException as exc:
+        if "No files found" in str(exc):
+            return None
+        raise
+    finally:
+        con.close()
+
+
+def labels_for_window(cfg: ModelConfig, start: datetime, end: datetime) -> pd.DataFrame:
+    """Label rows of the validated partitions whose date is in ``[start, end)``.
+
+    Selection is by partition (batch) date, not event timestamp, so a training window is exactly the
+    batches that arrived for it. Rows are sorted by (timestamp, key, file, row) to be reproducible.
+    """
+    key, ts, label = (_quote(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
+    start, end = _to_utc(start), _to_utc(end)
+    lo, hi = _first_partition_date(start).isoformat(), _first_partition_date(end).isoformat()
+    if lo >= hi:
+        return _empty_labels(cfg)
+    frame = _query_lake(
+        cfg,
+        f"SELECT {key}, CAST({ts} AS TIMESTAMPTZ) AS {ts}, {label} FROM {{files}} "
+        f"WHERE date >= $lo AND date < $hi ORDER BY {ts}, {key}, filename, file_row_number",
+        {"lo": lo, "hi": hi},
+    )
+    if frame is None or frame.empty:
+        return _empty_labels(cfg)
+    frame[cfg.timestamp_column] = pd.to_datetime(frame[cfg.timestamp_column], utc=True)
+    return frame.reset_index(drop=True)
+
+
+def _empty_labels(cfg: ModelConfig) -> pd.DataFrame:
+    key_dtype = "int64" if cfg.entity.dtype == "int64" else "object"
+    return pd.DataFrame(
+        {
+            cfg.entity.join_key: pd.Series(dtype=key_dtype),
+            cfg.timestamp_column: pd.Series(dtype="datetime64[us, UTC]"),
+            cfg.label.column: pd.Series(dtype="object"),
+        }
+    )
+
+
+def _rows_in_window(cfg: ModelConfig, start: datetime, end: datetime) -> int:
+    """Rows whose event timestamp is in ``[start, end)``, across all partitions (what Feast reads)."""
+    ts = f"CAST({_quote(cfg.timestamp_column)} AS TIMESTAMPTZ)"
+    frame = _query_lake(
+        cfg,
+        f"SELECT count(*) AS n FROM {{files}} WHERE {ts} >= $start AND {ts} < $end",
+        {"start": start, "end": end},
+    )
+    return 0 if frame is None else int(frame["n"].iloc[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Materialization and online reads
+# --------------------------------------------------------------------------------------------------
+
+
+def materialize_interval(cfg: ModelConfig, start: datetime, end: datetime, store: FeatureStore | None = None) -> int:
+    """Load the latest value per entity with event time in ``[start, end)`` into the online store.
+
+    Feast's bound is inclusive, so the end is pulled back one microsecond; rerunning an interval
+    writes the same values again (idempotent). Returns the number of source rows in the window.
+    Backfilling an interval older than one already loaded overwrites newer values in SQLite (Redis
+    keeps the newer ones), so that case is logged as a warning.
+    """
+    start, end = _to_utc(start), _to_utc(end)
+    if end <= start:
+        raise ValueError(f"empty materialization interval [{start}, {end})")
+    rows = _rows_in_window(cfg, start, end)
+    if rows == 0:
+        return 0  # DuckDB fails on a glob without files; nothing to load anyway
+    store = store or get_store()
+    view = store.get_feature_view(cfg.feature_view)
+    later = [e for _, e in view.materialization_intervals if _to_utc(e) > end]
+    if later:
+        _log.warning(
+            "%s: materializing [%s, %s) after a later interval (up to %s) was loaded; online values "
+            "of entities seen in both may go back in time until the later interval is rerun",
+            cfg.feature_view,
+            start,
+            end,
+            max(later),
+        )
+    store.materialize(start_date=start, end_date=end - _ONE_MICROSECOND, feature_views=[cfg.feature_view])
+    return rows
+
+
+def _coerce_keys(cfg: ModelConfig, keys: pd.Series) -> pd.Series:
+    """Join keys in the entity's declared type; nulls are refused (they can never match)."""
+    if keys.isna().any():
+        raise ValueError(f"{cfg.name}: {int(keys.isna().sum())} rows have a null '{cfg.entity.join_key}'")
+    if cfg.entity.dtype == "int64":
+        return keys.astype("int64")
+    return keys.astype(str).astype(object)
+
+
+def online_features(cfg: ModelConfig, entity_ids: list[Any], store: FeatureStore | None = None) -> pd.DataFrame:
+    """Latest online values of the model's stored columns, one row per id in the given order.
+
+    Entities that were never materialized come back with null features rather than being left out.
+    """
+    store = store or get_store()
+    key = cfg.entity.join_key
+    keys = _coerce_keys(cfg, pd.Series(list(entity_ids), dtype=object))
+    rows = [{key: (int(k) if cfg.entity.dtype == "int64" else str(k))} for k in keys]
+    if not rows:
+        return pd.DataFrame(columns=[key, *cfg.stored_columns])
+    service = store.get_feature_service(cfg.feature_service)
+    frame = store.get_online_features(features=service, entity_rows=rows, full_feature_names=False).to_df()
+    if len(frame) != len(rows):
+        raise FeatureStoreError(f"{cfg.name}: asked for {len(rows)} entities, Feast returned {len(frame)} rows")
+    out = frame[[key]].copy()
+    for column in cfg.stored_columns:
+        out[column] = _feature_values(cfg, column, frame[column])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Training sets
+# --------------------------------------------------------------------------------------------------
+
+
+def training_set(cfg: ModelConfig, labels: pd.DataFrame, store: FeatureStore | None = None) -> pd.DataFrame:
+    """Point-in-time correct features for each label row: one row per label row, in its order.
+
+    A row gets the latest feature values with timestamp at or before its own timestamp and within the
+    view's TTL; rows without such values keep NaN features (never dropped). Labels and any extra
+    columns are re-attached by row id, never taken from Feast's output. The result keeps the label
+    frame's index and columns, with the stored feature columns inserted after the timestamp.
+    """
+    key, ts = cfg.entity.join_key, cfg.timestamp_column
+    missing = [c for c in (key, ts) if c not in labels.columns]
+    if missing:
+        raise ValueError(f"{cfg.name}: label frame lacks columns {missing}")
+    clash = sorted((set(cfg.stored_columns) | {ROW_ID}) & set(labels.columns))
+    if clash:
+        raise ValueError(f"{cfg.name}: label frame already has feature columns {clash}; drop them first")
+    features = cfg.stored_columns
+    if labels.empty:
+        return _assemble(cfg, labels, pd.DataFrame({c: pd.Series(dtype=float) for c in features}))
+
+    entity_df = pd.DataFrame(
+        {
+            ROW_ID: pd.RangeIndex(len(labels)),
+            key: _coerce_keys(cfg, labels[key]).reset_index(drop=True),
+            ts: pd.to_datetime(labels[ts], utc=True).reset_index(drop=True),
+        }
+    )
+    if entity_df[ts].isna().any():
+        raise ValueError(f"{cfg.name}: {int(entity_df[ts].isna().sum())} label rows have no '{ts}'")
+
+    store = store or get_store()
+    service = store.get_feature_service(cfg.feature_service)
+    result = store.get_historical_features(entity_df=entity_df, features=service, full_feature_names=False).to_df()
+
+    if len(result) != len(labels) or ROW_ID not in result.columns:
+        raise FeatureStoreError(
+            f"{cfg.name}: point-in-time join returned {len(result)} rows for {len(labels)} label rows"
+        )
+    result = result.sort_values(ROW_ID, kind="mergesort").reset_index(drop=True)
+    if not np.array_equal(result[ROW_ID].to_numpy(), entity_df[ROW_ID].to_numpy()):
+        raise FeatureStoreError(f"{cfg.name}: point-in-time join lost or duplicated label rows")
+    absent = [c for c in features if c not in result.columns]
+    if absent:
+        raise FeatureStoreError(f"{cfg.name}: feature service {cfg.feature_service} lacks {absent}")
+    return _assemble(cfg, labels, result[features])
+
+
+def _feature_values(cfg: ModelConfig, column: str, values: pd.Series) -> np.ndarray:
+    """Numeric features as float64 (the view's Float64), others as objects; missing is NaN."""
+    if column in cfg.features.numeric:
+        return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+    as_object = values.astype(object)
+    return as_object.where(as_object.notna(), np.nan).to_numpy()
+
+
+def _assemble(cfg: ModelConfig, labels: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """Labels' columns with the features (positionally aligned) after the timestamp column."""
+    out = labels.copy()
+    position = list(out.columns).index(cfg.timestamp_column) + 1
+    for offset, column in enumerate(cfg.stored_columns):
+        values = features[column].reset_index(drop=True)
+        out.insert(position + offset, column, _feature_values(cfg, column, values))
+    return out

@@ -1,0 +1,454 @@
+"""Live monitoring of the champion: drift and quality of each scored interval, and retrain guard rails.
+
+Each interval's champion predictions are compared with the champion's own reference: the rows it
+was trained on (feature drift, Evidently via :func:`mlops.gates.drift_gate`) and the scores it gave its
+frozen holdout (prediction drift, a two-sample Kolmogorov-Smirnov statistic). Where labels have
+arrived, live quality is checked against hard guardrails that the circuit breaker acts on. Every
+interval is one MLflow run in ``<model>__monitoring`` with the HTML/JSON reports attached.
+
+:func:`retrain_window` and :func:`cooldown_remaining` keep drift-triggered retraining sane when a burst
+of drift events arrives or when a retrain has just run (or just failed).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.config import ModelConfig, get_config
+from mlops.pipeline import NothingToDo, _lake, _read_parquet
+from mlops.settings import get_settings
+from mlops.storage import open_store
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MONITORING_SUFFIX = "__monitoring"
+SCORE_COLUMN = "score"
+MODEL_VERSION_COLUMN = "model_version"
+_REFERENCE_CACHE_SIZE = 8
+
+_reference_cache: dict[tuple[str, str, str], tuple[pd.DataFrame, np.ndarray]] = {}
+_reference_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one interval's monitoring found; ``event_extra`` is what a drift Asset event carries."""
+
+    model: str
+    interval: str
+    champion_version: str
+    drift_detected: bool
+    drifted_features: list[str]
+    drift_scores: dict[str, float]
+    drift_share: float
+    prediction_ks: float
+    quality: dict[str, float] | None
+    guardrail_breaches: list[str]
+    reports: dict[str, str]
+    feature_drift: bool = False
+    prediction_drift: bool = False
+    rows: int = 0
+    labelled_rows: int = 0
+    mlflow_run_id: str = ""
+    drift_methods: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (NaN becomes null) for XCom and logs."""
+        out: dict[str, Any] = _jsonable(asdict(self))
+        return out
+
+    def event_extra(self) -> dict[str, Any]:
+        """The drift event's payload: enough for the retrain run to say why it ran and on what window."""
+        extra = {
+            "model": self.model,
+            "window": self.interval,
+            "champion_version": self.champion_version,
+            "drifted_features": list(self.drifted_features),
+            "drift_scores": {f: self.drift_scores[f] for f in self.drifted_features if f in self.drift_scores},
+            "drift_methods": {f: self.drift_methods[f] for f in self.drifted_features if f in self.drift_methods},
+            "drift_share": self.drift_share,
+            "prediction_ks": self.prediction_ks,
+            "feature_drift": self.feature_drift,
+            "prediction_drift": self.prediction_drift,
+        }
+        out: dict[str, Any] = _jsonable(extra)
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return value
+
+
+def _read_uri(uri: str) -> pd.DataFrame:
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return _read_parquet(open_store(parent), name)
+
+
+# ----------------------------------------------------------------------------------------- reference
+
+
+def champion_reference(model: str, version: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The version's training rows (holdout removed) and its holdout scores, cached in-process.
+
+    The cache key includes the registry URI, so two environments in one process (tests) never share
+    an entry. Treat the returned frame and array as read-only: they are shared between callers.
+    """
+    from mlops.tracking import client
+
+    settings = get_settings()
+    key = (settings.registry_uri, model, str(version))
+    with _reference_lock:
+        cached = _reference_cache.get(key)
+    if cached is not None:
+        return cached
+
+    from mlops.train import PROBA_COLUMN, time_split
+
+    cfg = get_config(model).config
+    mlflow_client = client(settings)
+    model_version = mlflow_client.get_model_version(model, str(version))
+    tags = dict(model_version.tags)
+    run_id = tags.get("lineage.training_run_id") or model_version.run_id
+    if not run_id:
+        raise ValueError(f"{model} version {version} has no training run (tag lineage.training_run_id)")
+    params = mlflow_client.get_run(run_id).data.params
+    if "training_set" not in params:
+        raise ValueError(f"training run {run_id} of {model} version {version} has no param training_set")
+    if "holdout_uri" not in tags:
+        raise ValueError(f"{model} version {version} has no holdout_uri tag")
+    holdout_days = int(params.get("holdout_days", cfg.training.holdout_days))
+    frame = _read_uri(params["training_set"]).sort_values(cfg.timestamp_column, kind="stable")
+    train_rows, _ = time_split(frame, cfg, holdout_days)
+    holdout = _read_uri(tags["holdout_uri"])
+    if PROBA_COLUMN not in holdout.columns:
+        raise ValueError(f"holdout {tags['holdout_uri']} lacks the score column {PROBA_COLUMN!r}")
+    scores = holdout[PROBA_COLUMN].dropna().to_numpy(dtype=float)
+    result = (train_rows.reset_index(drop=True), scores)
+    with _reference_lock:
+        while len(_reference_cache) >= _REFERENCE_CACHE_SIZE:
+            _reference_cache.pop(next(iter(_reference_cache)))
+        _reference_cache[key] = result
+    log.info(
+        "reference of %s v%s: %d training rows, %d holdout scores",
+        model,
+        version,
+        len(train_rows),
+        len(scores),
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------- monitoring
+
+
+def predictions_key(model: str, interval: str) -> str:
+    return f"predictions/{model}/date={interval}/champion.parquet"
+
+
+def _scoring_version(current: pd.DataFrame, model: str) -> str:
+    """The version that produced these scores (their reference), else today's champion."""
+    from mlops.registry import CHAMPION, get_alias_version
+
+    if MODEL_VERSION_COLUMN in current.columns:
+        versions = current[MODEL_VERSION_COLUMN].dropna().astype(str)
+        if not versions.empty:
+            return str(versions.mode().iloc[0])
+    version = get_alias_version(model, CHAMPION)
+    if version is None:
+        raise NothingToDo(f"{model} has no champion and its predictions name no model_version")
+    return version
+
+
+def _fmt_vs(value: float, bound: float) -> tuple[str, str]:
+    """Enough decimals that two different numbers never print the same."""
+    for digits in range(3, 8):
+        a, b = f"{value:.{digits}f}", f"{bound:.{digits}f}"
+        if a != b or value == bound:
+            return a, b.rstrip("0").rstrip(".") if "." in b else b
+    return f"{value:.8f}", f"{bound:.8f}"
+
+
+def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, float] | None, list[str], int]:
+    """(metrics, breaches, labelled rows); metrics are None when too few labels have arrived.
+
+    A metric that is undefined (e.g. ROC AUC on one class) is reported but never a breach, so a
+    batch without positives cannot roll the champion back.
+    """
+    from mlops.train import binary_target, classification_metrics
+
+    column = cfg.label.column
+    if column not in current.columns:
+        return None, [], 0
+    labelled = current[current[column].notna() & current[SCORE_COLUMN].notna()]
+    n = len(labelled)
+    if n < cfg.monitoring.min_rows_for_quality:
+        return None, [], n
+    y = binary_target(labelled[column], cfg).to_numpy()
+    quality = classification_metrics(y, labelled[SCORE_COLUMN].to_numpy(dtype=float))
+    breaches = []
+    for name, minimum in cfg.monitoring.min_quality.items():
+        value = quality.get(name, float("nan"))
+        if math.isfinite(value) and value < minimum:
+            shown, bound = _fmt_vs(value, minimum)
+            breaches.append(f"{name} {shown} < {bound}")
+    return quality, breaches, n
+
+
+def _write_quality_html(
+    path: Path,
+    cfg: ModelConfig,
+    quality: dict[str, float],
+    breaches: list[str],
+    labelled_rows: int,
+    *,
+    interval: str,
+    version: str,
+) -> Path:
+    from mlops.gates import write_html
+
+    minimums = {str(k): float(v) for k, v in cfg.monitoring.min_quality.items()}
+    rows = []
+    for name, value in quality.items():
+        minimum = minimums.get(name)
+        value_s = f"{value:.4f}" if math.isfinite(value) else "n/a"
+        if minimum is None:
+            check = ""
+        elif not math.isfinite(value):
+            check = '<span class="tag note">undefined, not judged</span>'
+        elif value < minimum:
+            check = '<span class="tag fail">BREACH</span>'
+        else:
+            check = '<span class="tag pass">OK</span>'
+        minimum_s = "" if minimum is None else f"{minimum:g}"
+        cells = [html.escape(name), value_s, minimum_s, check]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("metric", "value", "guardrail", "check"))
+    body = (
+        f"<p>Champion v{html.escape(version)} on {labelled_rows} labelled rows of {html.escape(interval)} "
+        f"(decision threshold 0.5). Guardrails come from <code>monitoring.min_quality</code>; a breach "
+        f"lets the circuit breaker roll the champion back.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    if breaches:
+        summary = f"live quality guardrail breached: {'; '.join(breaches)} (n={labelled_rows})"
+    else:
+        summary = f"live quality within guardrails (n={labelled_rows})"
+    return write_html(
+        path,
+        f"Live quality: {cfg.name} {interval}",
+        body,
+        verdict="FAIL" if breaches else "PASS",
+        summary=summary,
+    )
+
+
+def _monitoring_run(model: str, interval: str) -> str:
+    """The interval's run in ``<model>__monitoring``: reused on a rerun so each interval has one."""
+    from mlops.tracking import client, ensure_experiment
+
+    mlflow_client = client()
+    experiment_id = ensure_experiment(f"{model}{MONITORING_SUFFIX}")
+    existing = mlflow_client.search_runs([experiment_id], filter_string=f"tags.interval = '{interval}'", max_results=1)
+    if existing:
+        return str(existing[0].info.run_id)
+    run = mlflow_client.create_run(experiment_id, run_name=f"monitor {interval}", tags={"interval": interval})
+    return str(run.info.run_id)
+
+
+def _log_to_mlflow(result: MonitorResult) -> str:
+    from mlops.tracking import client
+
+    mlflow_client = client()
+    run_id = _monitoring_run(result.model, result.interval)
+    metrics = {
+        "drift_share": result.drift_share,
+        "prediction_ks": result.prediction_ks,
+        "rows": float(result.rows),
+        "labelled_rows": float(result.labelled_rows),
+        **{f"quality_{k}": v for k, v in (result.quality or {}).items()},
+    }
+    for name, value in metrics.items():
+        if math.isfinite(value):
+            mlflow_client.log_metric(run_id, name, float(value))
+    tags = {
+        "interval": result.interval,
+        "champion_version": result.champion_version,
+        "drift_detected": str(result.drift_detected).lower(),
+        "feature_drift": str(result.feature_drift).lower(),
+        "prediction_drift": str(result.prediction_drift).lower(),
+        "drifted_features": ",".join(result.drifted_features)[:4000],
+        "guardrail_breaches": "; ".join(result.guardrail_breaches)[:4000],
+        "quality_judged": str(result.quality is not None).lower(),
+    }
+    for key, text in tags.items():
+        mlflow_client.set_tag(run_id, key, text)
+    for path in result.reports.values():
+        mlflow_client.log_artifact(run_id, path, artifact_path="reports")
+    mlflow_client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def monitor_interval(model: str, interval: str) -> MonitorResult:
+    """Feature drift, prediction drift and live quality of one interval's champion predictions."""
+    from scipy.stats import ks_2samp
+
+    from mlops.gates import drift_gate
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    lake = _lake(settings)
+    key = predictions_key(model, interval)
+    if not lake.exists(key):
+        raise NothingToDo(f"no champion predictions for {model} {interval} ({key})")
+    current = _read_parquet(lake, key)
+    if current.empty:
+        raise NothingToDo(f"champion predictions for {model} {interval} are empty")
+    if SCORE_COLUMN not in current.columns:
+        raise ValueError(f"predictions {key} lack the {SCORE_COLUMN!r} column")
+    version = _scoring_version(current, model)
+    reference, reference_scores = champion_reference(model, version)
+
+    report_dir = settings.reports_dir / model / "monitoring" / interval
+    report_dir.mkdir(parents=True, exist_ok=True)
+    drift = drift_gate(
+        reference,
+        current,
+        cfg,
+        report_dir / "drift.html",
+        max_share=cfg.monitoring.drift_share_threshold,
+    )
+    feature_drift = not drift.passed
+    scores = current[SCORE_COLUMN].dropna().to_numpy(dtype=float)
+    if len(scores) and len(reference_scores):
+        prediction_ks = float(ks_2samp(reference_scores, scores).statistic)
+    else:
+        prediction_ks = float("nan")
+    prediction_drift = math.isfinite(prediction_ks) and (prediction_ks > cfg.monitoring.prediction_drift_threshold)
+    quality, breaches, labelled_rows = _judge_quality(current, cfg)
+
+    reports = {"drift": str(drift.report_html), "drift_json": str(drift.details["report_json"])}
+    if quality is not None:
+        path = _write_quality_html(
+            report_dir / "quality.html",
+            cfg,
+            quality,
+            breaches,
+            labelled_rows,
+            interval=interval,
+            version=version,
+        )
+        reports["quality"] = str(path)
+    columns: dict[str, dict[str, Any]] = drift.details.get("columns", {})
+    result = MonitorResult(
+        model=model,
+        interval=interval,
+        champion_version=version,
+        drift_detected=feature_drift or prediction_drift,
+        drifted_features=list(drift.details["drifted_columns"]),
+        drift_scores={k: float(v) for k, v in drift.details["scores"].items()},
+        drift_share=float(drift.metrics["drifted_share"]),
+        prediction_ks=prediction_ks,
+        quality=quality,
+        guardrail_breaches=breaches,
+        reports=reports,
+        feature_drift=feature_drift,
+        prediction_drift=prediction_drift,
+        rows=len(current),
+        labelled_rows=labelled_rows,
+        drift_methods={c: str(info.get("method")) for c, info in columns.items()},
+    )
+    run_id = _log_to_mlflow(result)
+    result = replace(result, mlflow_run_id=run_id)
+    log.info(
+        "monitored %s %s (v%s): drift %s (share %.2f, prediction KS %.3f), quality %s, breaches %s",
+        model,
+        interval,
+        version,
+        result.drift_detected,
+        result.drift_share,
+        prediction_ks,
+        "not judged" if quality is None else f"on {labelled_rows} rows",
+        breaches or "none",
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------- retraining
+
+
+def retrain_window(event_extras: list[dict[str, Any]], default_days: int) -> tuple[str | None, int]:
+    """One training window for a run that Airflow merged from several drift events.
+
+    It ends at the newest event's interval so the retrain sees the drifted data; events without a
+    readable ``window`` are ignored, and a run with none (scheduled or manual) gets ``(None, days)``
+    so the pipeline's default window (up to the newest validated day) applies.
+    """
+    ends: list[date] = []
+    for extra in event_extras or []:
+        if not isinstance(extra, dict):
+            continue
+        window = extra.get("window")
+        if not window:
+            continue
+        try:
+            ends.append(date.fromisoformat(str(window)[:10]))
+        except ValueError:
+            log.warning("ignoring drift event with unreadable window %r", window)
+    if not ends:
+        return None, default_days
+    return max(ends).isoformat(), default_days
+
+
+def cooldown_remaining(model: str, cooldown_minutes: float, *, now: datetime | None = None) -> float:
+    """Seconds before another drift-triggered retrain may start; 0.0 when it may start now.
+
+    Counts from the end (or, while it runs, the start) of the newest drift-triggered training run (tag
+    ``airflow.trigger=drift``) of any status in the training experiment ``<model>`` (a manual or scheduled
+    training does not hold back a drift-triggered one). A retrain whose gates failed also starts the
+    cool-down, so persistent drift cannot cause a storm of retrains that all fail the same way, and runs
+    queued behind a retrain during a burst of drift events find the cool-down fresh.
+    """
+    if cooldown_minutes <= 0:
+        return 0.0
+    import mlflow
+
+    from mlops.tracking import client, configure
+
+    configure()
+    experiment = mlflow.get_experiment_by_name(model)
+    if experiment is None:
+        return 0.0
+    runs = client().search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`airflow.trigger` = 'drift'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs or runs[0].info.start_time is None:
+        return 0.0
+    last = max(runs[0].info.start_time, runs[0].info.end_time or 0)
+    started = datetime.fromtimestamp(last / 1000, tz=UTC)
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    elapsed = (now - started).total_seconds()
+    return max(0.0, cooldown_minutes * 60 - elapsed)

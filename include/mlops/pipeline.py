@@ -1,0 +1,599 @@
+"""One plain function per pipeline step: small JSON-able values in and out, no Airflow imports.
+
+DAG tasks are thin wrappers around these (see ``mlops.dag_factory``); the demo, the tests and the
+benchmarks call the very same functions. A step that must stop the run raises :class:`GateFailed` with
+one line a person can act on, or :class:`NothingToDo` when there is no work for the interval.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.config import LoadedConfig, ModelConfig, get_config
+from mlops.settings import REPO_ROOT, Settings, get_settings
+from mlops.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class GateFailed(RuntimeError):
+    """A blocking check failed; the message is the one line shown to people."""
+
+
+class NothingToDo(RuntimeError):
+    """No input for this interval: the task skips rather than fails."""
+
+
+def run_key(run_id: str) -> str:
+    """A filesystem/S3-safe key for an Airflow run id (idempotent outputs are keyed on it)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id).strip("_")[:120] or "run"
+
+
+def _lake(settings: Settings) -> ObjectStore:
+    return open_store(settings.lake_uri)
+
+
+def _read_parquet(store: ObjectStore, key: str) -> pd.DataFrame:
+    import pandas as pd
+
+    local = store.local_path(key)
+    if local is not None:
+        return pd.read_parquet(local)
+    return pd.read_parquet(io.BytesIO(store.get(key)))
+
+
+def _write_parquet(store: ObjectStore, key: str, df: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    store.put(key, buffer.getvalue())
+
+
+def _parse_dt(value: str | datetime) -> datetime:
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------------- ingest
+
+
+def ingest(model: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
+    """Copy the interval's landed files into the raw store (content-addressed, idempotent)."""
+    from mlops.ingest import DuplicateBatchError, ingest_interval
+
+    cfg = get_config(model).config
+    try:
+        result = ingest_interval(cfg, _parse_dt(start), _parse_dt(end))
+    except DuplicateBatchError as exc:
+        raise GateFailed(str(exc)) from exc
+    if not result.files:
+        raise NothingToDo(f"no batch landed for {model} in [{start}, {end})")
+    log.info(
+        "ingested %d file(s) for %s %s (%d new objects)",
+        len(result.files),
+        model,
+        result.interval,
+        result.new_objects,
+    )
+    return {
+        "interval": result.interval,
+        "files": [f.name for f in result.files],
+        "hashes": [f.sha256 for f in result.files],
+        "new_objects": result.new_objects,
+    }
+
+
+# ------------------------------------------------------------------------------------------- validate
+
+
+def validate(model: str, interval: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
+    """GX gate for every raw file of the interval: pass → validated partition; fail → quarantine."""
+    from mlops.ingest import raw_store, read_manifest
+    from mlops.validate import BatchReadError, coerce_types, read_batch, validate_batch
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    files = read_manifest(cfg, interval, settings)
+    if not files:
+        raise NothingToDo(f"no ingested batch for {model} {interval}")
+    raw, lake = raw_store(cfg, settings), _lake(settings)
+    gx_root = settings.state_dir / "gx"
+    reports: list[str] = []
+    failures: list[str] = []
+    validated: list[str] = []
+    rows = 0
+    for raw_file in files:
+        batch_id = f"{interval}-{raw_file.sha256[:8]}"
+        report = settings.reports_dir / model / "data_quality" / f"{batch_id}.html"
+        quarantine = f"quarantine/{model}/{interval}/{raw_file.sha256[:16]}"
+        data = raw.get(raw_file.raw_key)
+        try:
+            df = coerce_types(read_batch(data, raw_file.fmt, name=raw_file.name, cfg=cfg), cfg)
+        except BatchReadError as exc:
+            line = f"GX gate failed for {model} batch {raw_file.name}: unreadable: {exc}"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(f"<html><body><h1>FAIL</h1><p>{_escape(line)}</p></body></html>")
+            _quarantine(lake, quarantine, (raw_file.name, data), {"error": str(exc)}, report, line)
+            failures.append(line)
+            reports.append(str(report))
+            continue
+        outcome = validate_batch(
+            df,
+            cfg,
+            batch_id=batch_id,
+            interval_start=_parse_dt(start),
+            interval_end=_parse_dt(end),
+            gx_root=gx_root,
+            report_path=report,
+        )
+        reports.append(str(outcome.report_html))
+        if not outcome.success:
+            _quarantine(
+                lake,
+                quarantine,
+                (raw_file.name, data),
+                outcome.result,
+                outcome.report_html,
+                outcome.summary_line(),
+            )
+            failures.append(outcome.summary_line())
+            continue
+        key = f"validated/{model}/date={interval}/{raw_file.sha256[:16]}.parquet"
+        if not lake.exists(key):
+            _write_parquet(lake, key, df[cfg.all_columns])
+        validated.append(key)
+        rows += len(df)
+        log.info("validated %s: %d rows, %s", raw_file.name, len(df), outcome.statistics)
+    if failures:
+        raise GateFailed(" | ".join(failures) + f" (quarantined under {settings.lake_uri}/quarantine/{model}/)")
+    return {"interval": interval, "rows": rows, "validated": validated, "reports": reports}
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _quarantine(
+    lake: ObjectStore,
+    prefix: str,
+    batch: tuple[str, bytes],
+    result: dict[str, Any],
+    report: Path,
+    reason: str,
+) -> None:
+    """Keep the bad batch, its GX result, its report and the one-line reason side by side."""
+    files = {
+        batch[0]: batch[1],
+        "reason.txt": (reason + "\n").encode(),
+        "result.json": json.dumps(result, indent=2, default=str).encode(),
+    }
+    if report.exists():
+        files["report.html"] = report.read_bytes()
+    for name, content in files.items():
+        lake.put(f"{prefix}/{name}", content)
+    log.warning("quarantined %s under %s", batch[0], prefix)
+
+
+def validated_days(model: str, settings: Settings | None = None) -> list[date]:
+    settings = settings or get_settings()
+    days = set()
+    for key in _lake(settings).list(f"validated/{model}/"):
+        match = re.search(r"date=(\d{4}-\d{2}-\d{2})/", key)
+        if match:
+            days.add(date.fromisoformat(match[1]))
+    return sorted(days)
+
+
+def read_validated(model: str, days: list[date], settings: Settings | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    settings = settings or get_settings()
+    lake = _lake(settings)
+    frames = [
+        _read_parquet(lake, key) for day in days for key in lake.list(f"validated/{model}/date={day.isoformat()}/")
+    ]
+    if not frames:
+        raise NothingToDo(f"no validated data for {model} on {[d.isoformat() for d in days]}")
+    return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+def materialize(model: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
+    """Apply the model's Feast objects (idempotent) and materialize exactly [start, end)."""
+    from mlops import features
+
+    cfg = get_config(model).config
+    applied = features.apply(cfg)
+    # The GX freshness rule admits rows up to freshness_max_age_hours before the interval: materialize them.
+    since = _parse_dt(start) - timedelta(hours=cfg.data_quality.freshness_max_age_hours)
+    rows = features.materialize_interval(cfg, since, _parse_dt(end))
+    log.info("materialized %d rows of %s for [%s, %s)", rows, cfg.feature_view, start, end)
+    return {"applied": applied, "rows": rows, "feature_service": cfg.feature_service}
+
+
+def training_window(model: str, window_end: str | None, window_days: int | None) -> tuple[date, date]:
+    """[first, last] days of the window: by default the configured days up to the newest validated day."""
+    cfg = get_config(model).config
+    days = validated_days(model)
+    if not days:
+        raise NothingToDo(f"no validated data for {model} yet: run the {model}__data DAG first")
+    last = date.fromisoformat(window_end) if window_end else days[-1]
+    span = window_days or cfg.training.window_days
+    return last - timedelta(days=span - 1), last
+
+
+def build_training_set(
+    model: str, run_id: str, window_end: str | None = None, window_days: int | None = None
+) -> dict[str, Any]:
+    """Point-in-time correct training set from Feast's offline store, written to the lake."""
+    from mlops import features
+    from mlops.ingest import raw_hashes_for_days
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    first, last = training_window(model, window_end, window_days)
+    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    labels = features.labels_for_window(cfg, start, end)
+    if labels.empty:
+        raise NothingToDo(f"no labelled rows for {model} between {first} and {last}")
+    frame = features.training_set(cfg, labels)
+    if len(frame) != len(labels):
+        raise GateFailed(f"training set has {len(frame)} rows for {len(labels)} labels: rows were dropped")
+    key = f"runs/{model}/{run_key(run_id)}/training_set.parquet"
+    lake = _lake(settings)
+    _write_parquet(lake, key, frame)
+    window_days_list = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    missing = int(frame[cfg.feature_columns].isna().all(axis=1).sum())
+    log.info(
+        "training set for %s: %d rows, window %s..%s, %d rows without features",
+        model,
+        len(frame),
+        first,
+        last,
+        missing,
+    )
+    return {
+        "uri": f"{lake.uri.rstrip('/')}/{key}",
+        "holdout_uri": f"{lake.uri.rstrip('/')}/runs/{model}/{run_key(run_id)}/holdout.parquet",
+        "rows": len(frame),
+        "window_start": first.isoformat(),
+        "window_end": last.isoformat(),
+        "raw_batches": raw_hashes_for_days(cfg, window_days_list, settings),
+        "feature_service": cfg.feature_service,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def train_arguments(
+    model: str,
+    training_set: dict[str, Any],
+    *,
+    run_name: str,
+    estimator_params: dict[str, Any] | None,
+    tags: dict[str, str],
+) -> list[str]:
+    """CLI arguments of ``python -m mlops.train`` for the local process.
+
+    The training pod passes the same flags, as Jinja templates over the upstream XCom
+    (see ``dags/model_training.py``); ``tests/unit/test_pod.py`` checks the pod's flags.
+    """
+    return [
+        "--model",
+        model,
+        "--training-set",
+        training_set["uri"],
+        "--holdout-output",
+        training_set["holdout_uri"],
+        "--estimator-params",
+        json.dumps(estimator_params or {}),
+        "--tags",
+        json.dumps(tags),
+        "--run-name",
+        run_name,
+    ]
+
+
+def train_local(
+    model: str,
+    training_set: dict[str, Any],
+    *,
+    run_name: str,
+    estimator_params: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the training CLI as a local process (the laptop twin of the training pod)."""
+    args = train_arguments(model, training_set, run_name=run_name, estimator_params=estimator_params, tags=tags or {})
+    settings = get_settings()
+    out_dir = settings.state_dir / "work" / model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{run_key(run_name)}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlops.train", *args, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=settings.state_dir,
+    )
+    for line in proc.stderr.splitlines()[-30:]:
+        log.info("train | %s", line)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GateFailed(f"training of {model} failed (exit {proc.returncode}): {reason}")
+    result: dict[str, Any] = json.loads(output.read_text())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- gates
+
+
+def _report_path(settings: Settings, model: str, run_id: str, gate: str) -> Path:
+    path = settings.reports_dir / model / run_key(run_id) / f"{gate}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _log_gate(result: Any, mlflow_run_id: str) -> None:
+    """Log the gate's HTML (and JSON twin) and numbers to the training run in MLflow."""
+    from mlops.tracking import client
+
+    mlflow_client = client()
+    mlflow_client.log_artifact(mlflow_run_id, str(result.report_html), artifact_path="reports")
+    twin = Path(result.report_html).with_suffix(".json")
+    if twin.exists():
+        mlflow_client.log_artifact(mlflow_run_id, str(twin), artifact_path="reports")
+    for name, value in result.metrics.items():
+        if isinstance(value, int | float) and not math.isnan(value):
+            mlflow_client.log_metric(mlflow_run_id, f"gate_{result.gate}_{name}", float(value))
+    mlflow_client.set_tag(
+        mlflow_run_id,
+        f"gate.{result.gate}",
+        "skipped" if result.skipped else ("passed" if result.passed else "failed"),
+    )
+
+
+def _finish_gate(result: Any, mlflow_run_id: str) -> dict[str, Any]:
+    _log_gate(result, mlflow_run_id)
+    log.info("%s (report: %s)", result.summary, result.report_html)
+    if not result.passed:
+        raise GateFailed(f"{result.summary} (report: {result.report_html})")
+    out: dict[str, Any] = result.to_dict()
+    return out
+
+
+def _split(cfg: ModelConfig, trained: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from mlops.train import time_split
+
+    parent, _, name = trained["training_set_uri"].rpartition("/")
+    frame = _read_parquet(open_store(parent), name).sort_values(cfg.timestamp_column, kind="stable")
+    return time_split(frame, cfg, cfg.training.holdout_days)
+
+
+def _holdout(trained: dict[str, Any]) -> pd.DataFrame:
+    parent, _, name = trained["holdout_uri"].rpartition("/")
+    return _read_parquet(open_store(parent), name)
+
+
+def gate_drift(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Evidently drift between the training rows and the newest validated batch."""
+    from mlops.gates import drift_gate
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    train_rows, holdout_rows = _split(cfg, trained)
+    import pandas as pd
+
+    reference = pd.concat([train_rows, holdout_rows], ignore_index=True)  # the whole training window
+    newest = validated_days(model, settings)[-1]
+    current = read_validated(model, [newest], settings)
+    result = drift_gate(reference, current, cfg, _report_path(settings, model, run_id, "drift"))
+    return _finish_gate(result, trained["run_id"])
+
+
+def gate_quality(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from mlops.gates import quality_gate
+    from mlops.train import PROBA_COLUMN
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    holdout = _holdout(trained)
+    result = quality_gate(
+        holdout,
+        holdout[cfg.label.column],
+        holdout[PROBA_COLUMN].to_numpy(),
+        cfg,
+        _report_path(settings, model, run_id, "quality"),
+    )
+    return _finish_gate(result, trained["run_id"])
+
+
+def gate_fairness(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from mlops.gates import fairness_gate
+    from mlops.train import PROBA_COLUMN
+
+    settings = get_settings()
+    cfg = get_config(model).config
+    holdout = _holdout(trained)
+    predictions = (holdout[PROBA_COLUMN].to_numpy() >= 0.5).astype(int)
+    result = fairness_gate(
+        holdout,
+        holdout[cfg.label.column],
+        predictions,
+        cfg,
+        _report_path(settings, model, run_id, "fairness"),
+    )
+    return _finish_gate(result, trained["run_id"])
+
+
+def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool = False) -> dict[str, Any]:
+    """Challenger vs the current champion on the same frozen holdout."""
+    import mlflow
+
+    from mlops.gates import champion_gate
+    from mlops.registry import CHAMPION, get_alias_version
+    from mlops.tracking import configure
+    from mlops.train import binary_target, classification_metrics
+
+    settings = configure()
+    cfg = get_config(model).config
+    metric = cfg.gates.champion.metric
+    champion_version = get_alias_version(model, CHAMPION)
+    champion_value = None
+    if champion_version is not None:
+        holdout = _holdout(trained)
+        champion = mlflow.sklearn.load_model(f"models:/{model}@{CHAMPION}")
+        try:
+            proba = champion.predict_proba(holdout[cfg.feature_columns])[:, 1]
+        except (KeyError, ValueError) as exc:
+            if not force:
+                raise GateFailed(
+                    f"champion gate failed: champion v{champion_version} cannot score this holdout ({exc}); "
+                    "the features changed: trigger with force=true to replace it"
+                ) from exc
+            proba = None
+        if proba is not None:
+            y_true = binary_target(holdout[cfg.label.column], cfg).to_numpy()
+            champion_value = classification_metrics(y_true, proba)[metric]
+    result = champion_gate(
+        trained["metrics"][metric],
+        champion_value,
+        cfg,
+        _report_path(settings, model, run_id, "champion"),
+        champion_version=champion_version,
+        force=force,
+    )
+    return _finish_gate(result, trained["run_id"])
+
+
+# -------------------------------------------------------------------------------------------- promote
+
+
+def _git_commit() -> str:
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [
+        "apache-airflow",
+        "mlflow",
+        "scikit-learn",
+        "xgboost-cpu",
+        "xgboost",
+        "pandas",
+        "feast",
+        "great-expectations",
+        "evidently",
+        "fairlearn",
+    ]
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def lineage_tags(
+    loaded: LoadedConfig,
+    trained: dict[str, Any],
+    training_set: dict[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    training_image: str,
+) -> dict[str, str]:
+    cfg = loaded.config
+    return {
+        "lineage.git_commit": _git_commit(),
+        "lineage.raw_batches": json.dumps([h[:16] for h in training_set["raw_batches"]]),
+        "lineage.training_window": f"{training_set['window_start']}..{training_set['window_end']}",
+        "lineage.feature_service": cfg.feature_service,
+        "lineage.gx_suite": cfg.gx_suite,
+        "lineage.config_hash": loaded.config_hash,
+        "lineage.config_file": loaded.path.name,
+        "lineage.training_image": training_image,
+        "lineage.dag_id": dag_id,
+        "lineage.dag_run_id": run_id,
+        "lineage.training_run_id": trained["run_id"],
+        "lineage.libraries": json.dumps(_library_versions(), sort_keys=True),
+        "model_sha256": trained.get("model_sha256", ""),
+        "holdout_uri": trained["holdout_uri"],
+        **{f"metric.{k}": f"{v:.6f}" for k, v in trained["metrics"].items()},
+    }
+
+
+def register(
+    model: str,
+    trained: dict[str, Any],
+    training_set: dict[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    actor: str = "airflow",
+) -> dict[str, Any]:
+    """Register the gated model with its lineage and point ``challenger`` at it."""
+    from mlops.registry import CHALLENGER, register_version, set_alias
+
+    settings = get_settings()
+    loaded = get_config(model)
+    image = (
+        "local-process"
+        if settings.training_backend == "local"
+        else (loaded.config.training.resources.image or settings.training_image)
+    )
+    tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
+    version = register_version(model, trained["run_id"], tags)
+    set_alias(model, CHALLENGER, version, actor=actor, reason="passed every gate", dag_id=dag_id, dag_run_id=run_id)
+    return {"version": version, "tags": tags}
+
+
+def promote(model: str, version: str, *, actor: str, reason: str, dag_id: str = "", run_id: str = "") -> dict[str, Any]:
+    """Point ``champion`` at the version (recorded in the alias history)."""
+    from mlops.registry import CHAMPION, set_alias
+
+    change = set_alias(model, CHAMPION, version, actor=actor, reason=reason, dag_id=dag_id, dag_run_id=run_id)
+    return {"model": model, "champion": change.to_version, "previous": change.from_version}
+
+
+def needs_approval(cfg: ModelConfig, requested: bool | None) -> bool:
+    """A run may ask for approval; it may not switch off approval that the model's config requires."""
+    return cfg.promotion.require_approval or bool(requested)

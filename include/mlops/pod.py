@@ -1,0 +1,103 @@
+"""The house KubernetesPodOperator wrapper: every pod default is set here, once, with its reason.
+
+Endpoints reach the pod from the ConfigMap ``mlops-endpoints`` and credentials from the Secret
+``mlops-credentials`` (see ``deploy/k8s``), so nothing is read from the environment at DAG parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops.config import ResourcesConfig
+
+DEFAULT_IMAGE = "ghcr.io/mlops-platform/trainer:0.1.0"
+ENDPOINTS_CONFIGMAP = "mlops-endpoints"
+CREDENTIALS_SECRET = "mlops-credentials"
+# Keys of the credentials Secret exposed to the container as environment variables of the same name.
+SECRET_ENV_KEYS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS_USER = 10001  # the training image's non-root user
+
+
+def gpu_pod_operator(
+    *,
+    task_id: str,
+    arguments: list[str],
+    resources: ResourcesConfig,
+    namespace: str = "mlops-training",
+    image: str | None = None,
+    labels: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """Build the training KubernetesPodOperator; ``overrides`` win over the house defaults."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.secret import Secret
+    from kubernetes.client import models as k8s
+
+    limits = {"cpu": resources.cpu, "memory": resources.memory}
+    node_selector: dict[str, str] = {}
+    tolerations: list[k8s.V1Toleration] = []
+    if resources.gpu:
+        limits[GPU_RESOURCE] = str(resources.gpu)
+        # Only GPU nodes carry this label (set by the NVIDIA GPU operator / node feature discovery).
+        node_selector["nvidia.com/gpu.present"] = "true"
+        # GPU pools are tainted so that only pods that ask for a GPU land there.
+        tolerations.append(k8s.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+    defaults: dict[str, Any] = {
+        "task_id": task_id,
+        "name": f"train-{task_id}".replace("_", "-"),
+        "namespace": namespace,
+        "image": image or resources.image or DEFAULT_IMAGE,
+        "cmds": ["python", "-m", "mlops.train"],
+        "arguments": arguments,
+        # Requests equal limits: training gets a Guaranteed QoS class and is not evicted first.
+        "container_resources": k8s.V1ResourceRequirements(requests=dict(limits), limits=limits),
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "labels": {"app.kubernetes.io/part-of": "mlops-platform", "mlops/role": "training", **(labels or {})},
+        # Non-root, no privilege escalation, read-only root: the image only needs /tmp to write.
+        "security_context": k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=RUN_AS_USER,
+            run_as_group=RUN_AS_USER,
+            fs_group=RUN_AS_USER,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        "container_security_context": k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        "volumes": [k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
+        "volume_mounts": [k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        # Endpoints from a ConfigMap, credentials from a Secret: nothing sensitive in the DAG.
+        "configmaps": [ENDPOINTS_CONFIGMAP],
+        "secrets": [Secret("env", key, CREDENTIALS_SECRET, key) for key in SECRET_ENV_KEYS],
+        "service_account_name": "mlops-training",
+        # The run identity never needs the Kubernetes API from inside the pod.
+        "automount_service_account_token": False,
+        # Pinned tags are immutable: IfNotPresent avoids a registry round-trip on every run.
+        "image_pull_policy": "IfNotPresent",
+        # A GPU node may have to be scaled up: allow 15 minutes to be scheduled, 10 more to start.
+        "schedule_timeout_seconds": 900,
+        "startup_timeout_seconds": 600,
+        # A hung training job must not hold a GPU forever.
+        "active_deadline_seconds": 4 * 3600,
+        # Keep failed pods for debugging; delete successful ones.
+        "on_finish_action": "delete_succeeded_pod",
+        # The result JSON travels through XCom; deferrable mode can drop it (cncf-kubernetes 10.25).
+        "do_xcom_push": True,
+        "deferrable": False,
+        "get_logs": True,
+        # A restarted worker re-attaches to the running pod instead of starting a second GPU job.
+        "reattach_on_restart": True,
+        "log_events_on_failure": True,
+    }
+    defaults.update(overrides)
+    return KubernetesPodOperator(**defaults)

@@ -1,0 +1,45 @@
+"""Shared test set-up: every test gets its own state folder; Airflow points at the repo's dags/."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "include"))
+
+# Before anything imports Airflow: a throwaway AIRFLOW_HOME for the whole session.
+_SESSION_STATE = Path(os.environ.get("MLOPS_TEST_STATE", REPO / ".mlops" / "test-session"))
+os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_STATE / "airflow"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_SESSION_STATE / 'airflow' / 'airflow.db'}")
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ["DO_NOT_TRACK"] = "1"
+(_SESSION_STATE / "airflow").mkdir(parents=True, exist_ok=True)
+
+MODELS = ["credit_risk", "tumor_diagnosis"]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An isolated embedded environment: lake, landing, MLflow, Feast and reports under tmp_path."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("MLOPS_ENV", "local")
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLOPS_LANDING_URI",
+        "MLOPS_LAKE_URI",
+        "MLOPS_MODELS_DIR",
+        "MLOPS_TRAINING_BACKEND",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield state

@@ -1,0 +1,195 @@
+"""DAG integrity: every DAG imports, carries docs/tags/retries, and parsing does no work."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+MODELS = ["credit_risk", "tumor_diagnosis"]
+KINDS = ("data", "training", "scoring", "monitoring", "rollback")
+NO_RETRY = {"approve_promotion"}  # a person's answer is not retried
+HEAVY = [
+    "pandas",
+    "sklearn",
+    "mlflow",
+    "feast",
+    "great_expectations",
+    "evidently",
+    "xgboost",
+    "fairlearn",
+    "boto3",
+    "kubernetes",
+]
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_every_dag_file_imports(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    expected = {f"{m}__{kind}" for m in MODELS for kind in KINDS}
+    assert expected <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dag_ids_and_tags_carry_the_model(dagbag: DagBag, model: str) -> None:
+    for kind in KINDS:
+        dag = dagbag.dags[f"{model}__{kind}"]
+        assert dag is not None
+        assert f"model:{model}" in dag.tags and "mlops" in dag.tags
+        assert dag.doc_md and model in dag.doc_md
+
+
+def test_every_dag_has_owner_retries_and_docs(dagbag: DagBag) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.tags, dag.dag_id
+        assert dag.doc_md, dag.dag_id
+        assert dag.catchup is False, dag.dag_id
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", (dag.dag_id, task.task_id)
+            assert task.retries >= 1 or task.task_id in NO_RETRY, (dag.dag_id, task.task_id)
+
+
+def test_training_dag_shape(dagbag: DagBag) -> None:
+    dag = dagbag.dags["credit_risk__training"]
+    gates = {"gate_drift", "gate_quality", "gate_fairness", "gate_champion"}
+    assert gates <= set(dag.task_ids)
+    assert dag.get_task("build_training_set").upstream_task_ids == {"plan_training"}
+    assert dag.max_active_runs == 1
+    # Every gate sits between training and registration: no path around a gate to promotion.
+    register = dag.get_task("register")
+    assert gates <= register.upstream_task_ids
+    assert dag.get_task("promote").upstream_task_ids == {"register", "approve_promotion", "auto_approve"}
+    # The branch never points at promote directly, or choosing approval would skip promotion.
+    assert dag.get_task("approval_route").downstream_task_ids == {"approve_promotion", "auto_approve"}
+    assert set(dag.params.keys()) >= {
+        "window_end",
+        "window_days",
+        "estimator_params",
+        "require_approval",
+        "force",
+    }
+
+
+def test_assets_close_the_loop(dagbag: DagBag) -> None:
+    """features -> scoring -> predictions -> monitoring -> drift -> training (or the cron)."""
+
+    def outlets(dag_id: str, task_id: str) -> list[str]:
+        return [o.name for o in dagbag.dags[dag_id].get_task(task_id).outlets]
+
+    def names(condition: object) -> set[str]:
+        if hasattr(condition, "objects"):
+            return set().union(*(names(o) for o in condition.objects))
+        return {condition.name}  # type: ignore[attr-defined]
+
+    def schedule_assets(dag_id: str) -> set[str]:
+        return names(dagbag.dags[dag_id].timetable.asset_condition)
+
+    assert outlets("credit_risk__data", "materialize") == ["credit_risk.features"]
+    assert outlets("credit_risk__scoring", "score") == ["credit_risk.predictions"]
+    assert outlets("credit_risk__monitoring", "emit_drift") == ["credit_risk.drift"]
+    assert outlets("credit_risk__monitoring", "circuit_breaker") == []
+    assert schedule_assets("credit_risk__scoring") == {"credit_risk.features"}
+    assert schedule_assets("credit_risk__monitoring") == {"credit_risk.predictions"}
+    training = dagbag.dags["credit_risk__training"]
+    assert type(training.timetable).__name__ == "AssetOrTimeSchedule"  # drift OR the config's cron
+    assert schedule_assets("credit_risk__training") == {"credit_risk.drift"}
+    assert type(dagbag.dags["credit_risk__rollback"].timetable).__name__ == "NullTimetable"  # UI only
+
+
+def _parse_probe(models_dir: Path | None = None) -> dict[str, object]:
+    """Import every DAG file in a fresh interpreter, counting SQL statements and heavy imports."""
+    code = textwrap.dedent(f"""
+        import importlib.util, json, sys, time
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        queries = []
+        event.listen(Engine, "before_cursor_execute", lambda *a, **k: queries.append(a[2]))
+        import airflow.sdk  # the SDK itself is not what we measure
+        before = set(sys.modules)
+        started = time.perf_counter()
+        sys.path.insert(0, {str(DAGS)!r})
+        for path in sorted(__import__("pathlib").Path({str(DAGS)!r}).glob("*.py")):
+            spec = importlib.util.spec_from_file_location("probe_" + path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        elapsed = time.perf_counter() - started
+        heavy = sorted({{m.split(".")[0] for m in set(sys.modules) - before}} & set({HEAVY!r}))
+        print(json.dumps({{"queries": len(queries), "heavy": heavy, "seconds": elapsed}}))
+    """)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO / "include"),
+        "AIRFLOW_HOME": str(REPO / ".mlops" / "parse-probe"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    if models_dir:
+        env["MLOPS_MODELS_DIR"] = str(models_dir)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_parsing_does_no_db_access_no_heavy_imports_and_is_fast() -> None:
+    probe = _parse_probe()
+    assert probe["queries"] == 0, probe
+    assert probe["heavy"] == [], probe
+    assert float(probe["seconds"]) < 2.0, probe  # type: ignore[arg-type]
+
+
+def test_malformed_config_is_an_import_error_naming_file_key_and_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "credit_risk.yaml").write_text((REPO / "include/models/credit_risk.yaml").read_text())
+    bad = (
+        (REPO / "include/models/tumor_diagnosis.yaml")
+        .read_text()
+        .replace("min_metrics: {roc_auc: 0.85, f1: 0.7}", "min_metrics: {roc_auc: high, f1: 0.7}")
+    )
+    (models / "tumor_diagnosis.yaml").write_text(bad)
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert {"credit_risk__data", "credit_risk__training"} <= set(bag.dag_ids)
+    assert not any(d.startswith("tumor_diagnosis") for d in bag.dag_ids)
+    assert len(bag.import_errors) == len(list(DAGS.glob("model_*.py")))  # every DAG file reports it
+    for message in bag.import_errors.values():
+        assert "tumor_diagnosis.yaml" in message
+        assert "gates.quality.min_metrics.roc_auc" in message
+        assert "valid number" in message
+
+
+@pytest.mark.parametrize(
+    ("conf", "ok"),
+    [
+        ({}, True),
+        ({"window_days": 14, "window_end": "2026-03-08", "force": True, "estimator_params": {"n": 1}}, True),
+        ({"window_days": "many"}, False),
+        ({"window_days": 1}, False),
+        ({"estimator_params": [1, 2]}, False),
+        ({"require_approval": "yes"}, False),
+    ],
+)
+def test_training_form_validates_params(dagbag: DagBag, conf: dict[str, object], ok: bool) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["credit_risk__training"].params)
+    if ok:
+        params.update(conf)
+        assert params.validate()["window_days"] == conf.get("window_days", 30)
+    else:
+        with pytest.raises(ParamValidationError):
+            params.update(conf)
+            params.validate()

@@ -1,0 +1,161 @@
+"""Training CLI and registry on a real (SQLite) MLflow store: metrics, holdout, aliases, history."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops import registry, train
+from mlops.config import get_config
+from mlops.datagen import GENERATORS
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS_DIR = REPO / "include" / "models"
+
+
+def _training_set(model: str, tmp: Path, days: int = 6) -> str:
+    frames = [GENERATORS[model](date(2026, 3, 1) + timedelta(days=i), rows_per_batch=300) for i in range(days)]
+    path = tmp / f"{model}_training_set.parquet"
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("model", ["credit_risk", "tumor_diagnosis"])
+def test_training_cli_logs_model_and_writes_result(state_dir: Path, tmp_path: Path, model: str) -> None:
+    cfg = get_config(model, MODELS_DIR).config
+    uri = _training_set(model, tmp_path)
+    holdout = str(tmp_path / "holdout.parquet")
+    out = tmp_path / "result.json"
+    code = train.main(
+        [
+            "--model",
+            model,
+            "--training-set",
+            uri,
+            "--holdout-output",
+            holdout,
+            "--tags",
+            json.dumps({"airflow.dag_run_id": "t1"}),
+            "--output",
+            str(out),
+            "--estimator-params",
+            "{}",
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu"  # no GPU on this machine
+    assert result["rows_holdout"] > 0 and result["rows_train"] > result["rows_holdout"]
+    assert result["metrics"]["roc_auc"] > cfg.gates.quality.min_metrics["roc_auc"]
+    scored = pd.read_parquet(holdout)
+    assert len(scored) == result["rows_holdout"] and train.PROBA_COLUMN in scored
+    # The holdout is the most recent days, strictly after every training row.
+    assert scored[cfg.timestamp_column].min() > pd.Timestamp(result["train_end"])
+    run = registry.client().get_run(result["run_id"])
+    assert run.data.tags["airflow.dag_run_id"] == "t1"
+    assert run.data.tags["model_sha256"] == result["model_sha256"]
+    assert run.data.metrics["holdout_roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
+
+
+def test_training_cli_rejects_bad_estimator_params(state_dir: Path, tmp_path: Path) -> None:
+    uri = _training_set("tumor_diagnosis", tmp_path, days=4)
+    code = train.main(
+        [
+            "--model",
+            "tumor_diagnosis",
+            "--training-set",
+            uri,
+            "--holdout-output",
+            str(tmp_path / "h.parquet"),
+            "--estimator-params",
+            "{not json",
+        ]
+    )
+    assert code == 2
+
+
+def test_xgboost_goes_to_cuda_only_when_a_gpu_is_visible() -> None:
+    _, cpu = train.build_estimator("xgboost.XGBClassifier", {"n_estimators": 2}, use_gpu=False)
+    est, gpu = train.build_estimator("xgboost.XGBClassifier", {"n_estimators": 2}, use_gpu=True)
+    assert (cpu, gpu) == ("cpu", "cuda")
+    assert est.get_params()["device"] == "cuda"
+    _, sk = train.build_estimator("sklearn.linear_model.LogisticRegression", {}, use_gpu=True)
+    assert sk == "cpu"
+    with pytest.raises(ValueError, match="cannot be imported"):
+        train.build_estimator("sklearn.nothing.Here", {}, use_gpu=False)
+
+
+def test_time_split_needs_both_sides() -> None:
+    cfg = get_config("credit_risk", MODELS_DIR).config
+    one_day = GENERATORS["credit_risk"](date(2026, 3, 1), rows_per_batch=50)
+    with pytest.raises(ValueError, match="time split needs data before and after"):
+        train.time_split(one_day, cfg, 2)
+
+
+def test_register_aliases_and_history(state_dir: Path, tmp_path: Path) -> None:
+    uri = _training_set("tumor_diagnosis", tmp_path, days=4)
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        assert (
+            train.main(
+                [
+                    "--model",
+                    "tumor_diagnosis",
+                    "--training-set",
+                    uri,
+                    "--holdout-output",
+                    str(tmp_path / f"h{i}.parquet"),
+                    "--output",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        runs.append(json.loads(out.read_text())["run_id"])
+    v1 = registry.register_version("tumor_diagnosis", runs[0], {"lineage.git_commit": "abc"})
+    assert registry.register_version("tumor_diagnosis", runs[0], {}) == v1  # idempotent per run
+    v2 = registry.register_version("tumor_diagnosis", runs[1], {})
+    assert v2 != v1
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) is None
+    registry.set_alias("tumor_diagnosis", registry.CHAMPION, v1, actor="test", reason="first")
+    change = registry.set_alias(
+        "tumor_diagnosis", registry.CHAMPION, v2, actor="test", reason="better", dag_id="d", dag_run_id="r"
+    )
+    assert (change.from_version, change.to_version) == (v1, v2)
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) == v2
+    history = registry.alias_history("tumor_diagnosis", registry.CHAMPION)
+    assert [(h.from_version, h.to_version, h.reason) for h in history] == [
+        (None, v1, "first"),
+        (v1, v2, "better"),
+    ]
+    assert registry.version_tags("tumor_diagnosis", v1)["lineage.git_commit"] == "abc"
+    with pytest.raises(Exception, match=r"(?i)not found|does not exist|RESOURCE_DOES_NOT_EXIST"):
+        registry.set_alias("tumor_diagnosis", registry.CHAMPION, "99", actor="test", reason="nope")
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) == v2  # unchanged
+    # Rollback: one step back to the previous champion, recorded with who and why.
+    back = registry.rollback("tumor_diagnosis", actor="alice", reason="bad release")
+    assert back is not None
+    assert (back.from_version, back.to_version, back.actor) == (v2, v1, "alice")
+    assert back.reason == "rollback: bad release"
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) == v1
+    # v2 was rolled back away from, so there is no earlier champion to fall back to.
+    with pytest.raises(registry.RollbackError, match="no earlier champion"):
+        registry.rollback("tumor_diagnosis", actor="breaker", reason="again")
+    with pytest.raises(registry.RollbackError, match="already the champion"):
+        registry.rollback("tumor_diagnosis", v1, actor="bob", reason="noop")
+    # The breaker only undoes the version that breached: v2 is no longer champion, so nothing moves.
+    assert registry.rollback("tumor_diagnosis", actor="breaker", reason="late", only_if_champion=v2) is None
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) == v1
+    # Re-setting the alias it already has records nothing.
+    before = len(registry.alias_history("tumor_diagnosis"))
+    registry.set_alias("tumor_diagnosis", registry.CHAMPION, v1, actor="rerun", reason="same")
+    assert len(registry.alias_history("tumor_diagnosis")) == before
+    forward = registry.rollback("tumor_diagnosis", v2, actor="bob", reason="fixed upstream")
+    assert forward is not None
+    assert (forward.from_version, forward.to_version) == (v1, v2)
+    assert len(registry.alias_history("tumor_diagnosis", registry.CHAMPION)) == 4

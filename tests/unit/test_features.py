@@ -1,0 +1,329 @@
+"""Feast integration: definitions, interval materialization, and point-in-time correct training sets.
+
+Every test builds a fresh local store (SQLite online store, file registry, DuckDB offline store over
+parquet partitions) under tmp_path through ``mlops.features.get_store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops import features
+from mlops.config import ModelConfig, load_config
+from mlops.settings import REPO_ROOT, Settings, get_settings
+
+MODELS = ["credit_risk", "tumor_diagnosis"]
+DAY0 = pd.Timestamp("2024-03-01", tz="UTC")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MLOPS_ENV", "local")
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_LAKE_URI", str(tmp_path / "lake"))
+    monkeypatch.delenv("MLOPS_FEATURE_REPO", raising=False)
+    return get_settings()
+
+
+def _cfg(name: str) -> ModelConfig:
+    return load_config(REPO_ROOT / "include" / "models" / f"{name}.yaml").config
+
+
+def _key(cfg: ModelConfig, i: int) -> Any:
+    return int(i) if cfg.entity.dtype == "int64" else f"P{i:06d}"
+
+
+def _rows(
+    cfg: ModelConfig,
+    ids: list[int],
+    times: list[pd.Timestamp],
+    values: list[float],
+    labels: list[Any] | None = None,
+) -> pd.DataFrame:
+    """Rows with every column of the model; all numeric features carry ``values``."""
+    n = len(ids)
+    key_dtype = "int64" if cfg.entity.dtype == "int64" else object
+    data: dict[str, Any] = {
+        cfg.entity.join_key: pd.Series([_key(cfg, i) for i in ids], dtype=key_dtype),
+        cfg.timestamp_column: pd.to_datetime(pd.Series(times), utc=True),
+    }
+    for column in cfg.features.numeric:
+        data[column] = np.asarray(values, dtype="float64")
+    for column in cfg.stored_columns:
+        if column not in data:
+            data[column] = [f"{column}_{int(v) % 3}" for v in values]
+    data[cfg.label.column] = labels if labels is not None else [cfg.label.positive_class] * n
+    return pd.DataFrame(data)[cfg.all_columns]
+
+
+def _write(cfg: ModelConfig, settings: Settings, frame: pd.DataFrame, unit: str | None = None) -> None:
+    """Write validated partitions like the pipeline does: one file per batch date."""
+    ts = cfg.timestamp_column
+    for day, part in frame.groupby(frame[ts].dt.strftime("%Y-%m-%d")):
+        folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(pd.util.hash_pandas_object(part).to_numpy().tobytes()).hexdigest()[:16]
+        part.to_parquet(folder / f"{digest}.parquet", index=False, coerce_timestamps=unit)
+
+
+def _labels(cfg: ModelConfig, ids: list[int], times: list[pd.Timestamp], labels: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            cfg.entity.join_key: [_key(cfg, i) for i in ids],
+            cfg.timestamp_column: pd.to_datetime(pd.Series(times), utc=True),
+            cfg.label.column: labels,
+        }
+    )
+
+
+def _first_numeric(cfg: ModelConfig) -> str:
+    return cfg.features.numeric[0]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_feature_objects_follow_the_config(name: str) -> None:
+    from feast import ValueType
+    from feast.types import Float64, String
+
+    cfg = _cfg(name)
+    entity, source, view, service = features.feature_objects(cfg, "/lake/validated")
+    assert entity.join_key == cfg.entity.join_key
+    assert entity.value_type == (ValueType.INT64 if cfg.entity.dtype == "int64" else ValueType.STRING)
+    assert source.timestamp_field == cfg.timestamp_column
+    assert source.path == f"/lake/validated/{cfg.name}/date=*/*.parquet"
+    assert view.name == cfg.feature_view and service.name == cfg.feature_service
+    assert view.ttl == timedelta(days=cfg.features.ttl_days) and view.online
+    dtypes = {f.name: f.dtype for f in view.features}
+    assert list(dtypes) == cfg.stored_columns
+    assert all(dtypes[c] == Float64 for c in cfg.features.numeric)
+    assert all(dtypes[c] == String for c in cfg.stored_columns if c not in cfg.features.numeric)
+
+
+def test_repo_objects_cover_every_model_and_refuse_conflicting_entities() -> None:
+    cfgs = [_cfg(n) for n in MODELS]
+    names = [obj.name for obj in features.repo_objects(cfgs, "/lake/validated")]
+    assert len(names) == len(set(names)) == 4 * len(MODELS)
+    clash = cfgs[1].model_copy(update={"entity": cfgs[0].entity.model_copy(update={"join_key": "other_id"})})
+    with pytest.raises(ValueError, match="already defined"):
+        features.repo_objects([cfgs[0], clash], "/lake/validated")
+
+
+def test_production_yaml_is_a_valid_repo_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from feast.repo_config import load_repo_config
+
+    monkeypatch.setenv("FEAST_REGISTRY_URL", "postgresql+psycopg://feast:secret@postgres:5432/feast")
+    monkeypatch.setenv("FEAST_REDIS_CONNECTION", "redis:6379,db=0")
+    repo = REPO_ROOT / "feature_repo"
+    config = load_repo_config(repo, repo / "feature_store.production.yaml")
+    assert config.registry.path.startswith("postgresql+psycopg://")
+    assert config.online_store.type == "redis"
+    assert config.online_store.connection_string == "redis:6379,db=0"
+    assert isinstance(config.offline_store, features.LakeDuckDBOfflineStoreConfig)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_apply_twice_is_idempotent(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    store = features.get_store(settings)
+    first = features.apply(cfg, store)
+    second = features.apply(cfg, features.get_store(settings))
+    assert first == second == [cfg.entity.name, f"{cfg.name}_validated", cfg.feature_view, cfg.feature_service]
+    assert (settings.state_dir / "feast" / "registry.db").exists()
+    store = features.get_store(settings)
+    assert [v.name for v in store.list_feature_views()] == [cfg.feature_view]
+    assert [s.name for s in store.list_feature_services()] == [cfg.feature_service]
+    assert [e.name for e in store.list_entities()] == [cfg.entity.name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_materialize_interval_loads_latest_values_of_that_interval_only(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    day = timedelta(days=1)
+    history = _rows(
+        cfg,
+        ids=[1, 1, 2, 3, 4],
+        times=[
+            DAY0 + timedelta(hours=10),
+            DAY0 + day + timedelta(hours=10),
+            DAY0 + day,
+            DAY0 + 2 * day,
+            DAY0 + 3 * day,
+        ],
+        values=[1.0, 2.0, 5.0, 7.0, 9.0],
+    )
+    _write(cfg, settings, history)
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+
+    # [DAY0, DAY0+2d): entity 3 sits exactly on the exclusive end, entity 4 is a later day.
+    for _ in range(2):  # a rerun of the same interval is idempotent
+        assert features.materialize_interval(cfg, DAY0, DAY0 + 2 * day, store) == 3
+        online = features.online_features(cfg, [_key(cfg, i) for i in (1, 2, 3, 4)], store)
+        assert list(online[cfg.entity.join_key]) == [_key(cfg, i) for i in (1, 2, 3, 4)]
+        values = online[_first_numeric(cfg)].tolist()
+        assert values[:2] == [2.0, 5.0]
+        assert pd.isna(values[2]) and pd.isna(values[3])
+        assert list(online.columns) == [cfg.entity.join_key, *cfg.stored_columns]
+
+    assert features.materialize_interval(cfg, DAY0 + 2 * day, DAY0 + 4 * day, store) == 2
+    later = features.online_features(cfg, [_key(cfg, 3), _key(cfg, 4)], store)
+    assert later[_first_numeric(cfg)].tolist() == [7.0, 9.0]
+    assert features.materialize_interval(cfg, DAY0 + 10 * day, DAY0 + 11 * day, store) == 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_point_in_time_join_never_leaks_future_feature_values(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    rng = np.random.default_rng(7)
+    horizon = 20 * 86_400
+    epoch0 = int(DAY0.timestamp())
+
+    # Entity 0: value 1.0 at t0, label at t1, value 999.0 at t2 > t1.
+    ids, times, values = [0, 0], [DAY0 + timedelta(hours=1), DAY0 + timedelta(hours=3)], [1.0, 999.0]
+    # ~200 random entities whose numeric features hold their own timestamp (epoch seconds), so any
+    # value after the label's timestamp is detectable.
+    for entity in range(1, 201):
+        offsets = np.unique(rng.integers(0, horizon, rng.integers(1, 6)))
+        for offset in offsets:
+            ids.append(entity)
+            times.append(DAY0 + timedelta(seconds=int(offset)))
+            values.append(float(epoch0 + offset))
+    history = _rows(cfg, ids, times, values)
+    _write(cfg, settings, history)  # pandas' default ns timestamps
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+
+    label_ids = [0, *rng.integers(1, 201, 300).tolist()]
+    label_times = [DAY0 + timedelta(hours=2)] + [
+        DAY0 + timedelta(seconds=int(s)) for s in rng.integers(-86_400, horizon + 86_400, 300)
+    ]
+    labels = _labels(cfg, label_ids, label_times, list(range(len(label_ids))))
+    labels = labels.sample(frac=1.0, random_state=3)  # shuffled order, non-range index
+
+    result = features.training_set(cfg, labels, store)
+    column = _first_numeric(cfg)
+    assert len(result) == len(labels)
+    assert result.index.equals(labels.index)
+    assert result[cfg.label.column].tolist() == labels[cfg.label.column].tolist()
+    first = result[result[cfg.label.column] == 0]
+    assert first[column].tolist() == [1.0]
+
+    # Brute-force expectation: the latest feature row at or before each label timestamp.
+    seen = result[result[cfg.entity.join_key] != _key(cfg, 0)]
+    for _, row in seen.iterrows():
+        label_epoch = row[cfg.timestamp_column].timestamp()
+        own = history[history[cfg.entity.join_key] == row[cfg.entity.join_key]]
+        earlier = own[own[cfg.timestamp_column] <= row[cfg.timestamp_column]]
+        if earlier.empty:
+            assert pd.isna(row[column])
+        else:
+            assert row[column] <= label_epoch
+            assert row[column] == earlier[column].max()
+    assert seen[column].notna().any() and seen[column].isna().any()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_set_keeps_every_label_row_in_order(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    ttl = timedelta(days=cfg.features.ttl_days)
+    t0 = DAY0
+    history = _rows(cfg, ids=[1, 2, 3], times=[t0, t0, t0 + timedelta(days=5)], values=[10.0, 20.0, 30.0])
+    _write(cfg, settings, history, unit="us")
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+
+    cases = [
+        (2, t0 + timedelta(days=1), 20.0),  # plain hit
+        (1, t0 + ttl + timedelta(days=1), None),  # feature older than the TTL
+        (3, t0 + timedelta(days=1), None),  # only a later feature row exists
+        (9, t0 + timedelta(days=1), None),  # unknown entity
+        (1, t0 + timedelta(days=2), 10.0),  # duplicate (key, timestamp) ...
+        (1, t0 + timedelta(days=2), 10.0),  # ... both rows come back
+        (1, t0, 10.0),  # feature at exactly the label timestamp counts
+        (1, t0 - timedelta(seconds=1), None),  # one second too early
+    ]
+    labels = _labels(
+        cfg,
+        [c[0] for c in cases],
+        [c[1] for c in cases],
+        [cfg.label.positive_class if i % 2 else f"other{i}" for i in range(len(cases))],
+    )
+    labels.index = pd.Index([f"row{i}" for i in range(len(cases))][::-1])
+    labels["split"] = "train"
+
+    result = features.training_set(cfg, labels, store)
+    assert len(result) == len(labels)
+    assert result.index.equals(labels.index)
+    for column in labels.columns:
+        assert result[column].tolist() == labels[column].tolist(), column
+    expected = [c[2] for c in cases]
+    column = _first_numeric(cfg)
+    for got, want in zip(result[column], expected, strict=True):
+        assert (pd.isna(got) and want is None) or got == want
+    categorical = [c for c in cfg.stored_columns if c not in cfg.features.numeric]
+    missing = [want is None for want in expected]
+    assert result.loc[missing, categorical].isna().all().all()
+    assert result.loc[[not m for m in missing], categorical].notna().all().all()
+    assert list(result.columns) == [
+        cfg.entity.join_key,
+        cfg.timestamp_column,
+        *cfg.stored_columns,
+        cfg.label.column,
+        "split",
+    ]
+
+
+def test_training_set_reads_int_then_float_batches_without_rounding(settings: Settings) -> None:
+    cfg = _cfg("credit_risk")
+    first = _rows(cfg, [1], [DAY0], [3.0])
+    first[cfg.features.numeric] = first[cfg.features.numeric].astype("int64")
+    _write(cfg, settings, first)
+    _write(cfg, settings, _rows(cfg, [1], [DAY0 + timedelta(days=1)], [3.5]))
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+    labels = _labels(cfg, [1, 1], [DAY0 + timedelta(hours=1), DAY0 + timedelta(days=2)], [0, 1])
+    result = features.training_set(cfg, labels, store)
+    assert result[_first_numeric(cfg)].tolist() == [3.0, 3.5]
+
+
+def test_training_set_rejects_bad_label_frames(settings: Settings) -> None:
+    cfg = _cfg("credit_risk")
+    labels = _labels(cfg, [1], [DAY0], [1])
+    with pytest.raises(ValueError, match="lacks columns"):
+        features.training_set(cfg, labels.drop(columns=[cfg.timestamp_column]))
+    with pytest.raises(ValueError, match="already has feature columns"):
+        features.training_set(cfg, labels.assign(**{_first_numeric(cfg): 1.0}))
+    with pytest.raises(ValueError, match="null"):
+        features.training_set(cfg, labels.assign(**{cfg.entity.join_key: [None]}))
+    empty = features.training_set(cfg, labels.iloc[:0])
+    assert empty.empty and cfg.stored_columns[0] in empty.columns
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_labels_for_window_selects_partitions_by_date(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    day = timedelta(days=1)
+    frame = _rows(
+        cfg,
+        ids=[1, 2, 3, 4],
+        times=[DAY0 + timedelta(hours=5), DAY0 + day + timedelta(hours=2), DAY0 + day, DAY0 + 2 * day],
+        values=[1.0, 2.0, 3.0, 4.0],
+        labels=[cfg.label.positive_class] * 4,
+    )
+    _write(cfg, settings, frame)
+    got = features.labels_for_window(cfg, DAY0 + day, DAY0 + 2 * day)
+    assert list(got.columns) == [cfg.entity.join_key, cfg.timestamp_column, cfg.label.column]
+    assert got[cfg.entity.join_key].tolist() == [_key(cfg, 3), _key(cfg, 2)]  # sorted by timestamp
+    assert str(got[cfg.timestamp_column].dt.tz) == "UTC"
+    assert len(features.labels_for_window(cfg, DAY0, DAY0 + 3 * day)) == 4
+    assert len(features.labels_for_window(cfg, DAY0 + timedelta(hours=1), DAY0 + 2 * day)) == 2
+    assert features.labels_for_window(cfg, DAY0 + 9 * day, DAY0 + 10 * day).empty
+    naive = datetime(2024, 3, 1)
+    assert len(features.labels_for_window(cfg, naive, naive + day)) == 1
