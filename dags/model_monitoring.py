@@ -63,7 +63,10 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
             breached_versions = sorted({r.champion_version for r in results if r.guardrail_breaches})
             return {
                 "intervals": intervals,
-                "drift": drifted[-1].event_extra() if drifted else None,
+                # A merged run emits one event: it names every drifted interval, the newest as "window".
+                "drift": {**drifted[-1].event_extra(), "drifted_windows": [r.interval for r in drifted]}
+                if drifted
+                else None,
                 "guardrail_breaches": breaches,
                 "breached_versions": breached_versions,
                 "results": [r.to_dict() for r in results],

@@ -2,13 +2,14 @@
 ### Training pipeline: `<model>__training`
 
 One DAG per model config in `include/models/`. Runs on the config's retraining cron OR whenever
-monitoring emits a `<model>.drift` Asset event (`AssetOrTimeSchedule`), and can be triggered from the UI
-with the Params below.
+monitoring emits a `<model>.drift` Asset event (`AssetOrTimeSchedule`), OR, with
+`retraining.on_new_labels`, when `<model>__landing` has validated newly landed labelled batches (the
+`<model>.labels` Asset). It can be triggered from the UI with the Params below.
 
-0. **plan_training**: picks the window (from the drift events behind the run, else the Params) and
-   enforces the guard rails: one run at a time (`max_active_runs=1`), a cool-down after the last retrain
-   for drift-triggered runs (a burst of events, merged or not, yields one retrain; a failed retrain
-   counts too, so there is no retry storm).
+0. **plan_training**: picks the window (from the events behind the run, else the Params) and enforces
+   the guard rails: one run at a time (`max_active_runs=1`), a cool-down after the last event-triggered
+   retrain (a burst of events, merged or not, yields one retrain; a failed retrain counts too, so there
+   is no retry storm).
 1. **build_training_set**: point-in-time correct training set from Feast's offline store for the window.
 2. **train**: the training CLI (`python -m mlops.train`), as a GPU pod through the house
    KubernetesPodOperator in production, as a local process otherwise. Logs everything to MLflow.
@@ -45,6 +46,7 @@ from mlops.dagkit import (
     default_args,
     drift_asset,
     generate_dags,
+    labels_asset,
     run_step,
     training_backend,
     triggering_extras,
@@ -60,12 +62,13 @@ def _run_id() -> tuple[str, str]:
 
 
 def _schedule(cfg: ModelConfig) -> Any:
+    events = drift_asset(cfg.name) | labels_asset(cfg.name) if cfg.retraining.on_new_labels else drift_asset(cfg.name)
     if cfg.training.schedule:
         return AssetOrTimeSchedule(
             timetable=CronTriggerTimetable(cron(cfg.training.schedule), timezone="UTC"),
-            assets=drift_asset(cfg.name),
+            assets=events,
         )
-    return [drift_asset(cfg.name)]
+    return events if cfg.retraining.on_new_labels else [events]
 
 
 def _params(cfg: ModelConfig) -> dict[str, Param]:
@@ -173,7 +176,8 @@ def build_training_dag(cfg: ModelConfig) -> Any:
             context = get_current_context()
             params = context["params"]
             events = triggering_extras(context, drift_asset(model))
-            if not events:
+            labels = triggering_extras(context, labels_asset(model))
+            if not events and not labels:
                 # The window is fixed here, so a cleared or retried run trains on the same days.
                 first, last = run_step(pipeline.training_window, model, params["window_end"], params["window_days"])
                 return {
@@ -182,21 +186,24 @@ def build_training_dag(cfg: ModelConfig) -> Any:
                     "window_days": (last - first).days + 1,
                     "drift_events": [],
                 }
+            trigger = "drift" if events else "labels"
             remaining = monitoring.cooldown_remaining(model, cfg.retraining.cooldown_minutes)
             if remaining > 0:
                 raise AirflowSkipException(
-                    f"drift-triggered retrain skipped: cool-down of {cfg.retraining.cooldown_minutes:g} min "
-                    f"after the last retrain ({remaining:.0f} s left); {len(events)} drift event(s) merged"
+                    f"{trigger}-triggered retrain skipped: cool-down of {cfg.retraining.cooldown_minutes:g} min "
+                    f"after the last retrain ({remaining:.0f} s left); {len(events)} drift and {len(labels)} "
+                    "new-labels event(s) merged"
                 )
-            # The window ends at the newest validated day: it holds every drifted batch behind the events.
+            # The window ends at the newest validated day: it holds every drifted or newly landed batch.
             drifted_until, window_days = monitoring.retrain_window(events, params["window_days"])
             newest = run_step(pipeline.training_window, model, None, window_days)[1].isoformat()
             window_end = max(drifted_until or newest, newest)
             return {
-                "trigger": "drift",
+                "trigger": trigger,
                 "window_end": window_end,
                 "window_days": window_days,
                 "drift_events": events,
+                "label_events": labels,
             }
 
         @task(task_id=TRAINING_SET)

@@ -34,6 +34,14 @@ class SourceConfig(_Strict):
     formats: list[Literal["csv", "parquet"]] = Field(
         default=["csv", "parquet"], description="File formats accepted from the landing location."
     )
+    ready_flag: str | None = Field(
+        default="_READY",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="File the producer writes into a local landing folder after landing batches. An Airflow "
+        "AssetWatcher in the triggerer deletes it and starts `<model>__landing`, which ingests, validates and "
+        "materializes every newly landed batch at once. null: no watcher (an `s3://` landing location has "
+        "none either; the daily data DAG still runs).",
+    )
 
 
 class EntityConfig(_Strict):
@@ -183,7 +191,13 @@ class RetrainingConfig(_Strict):
     cooldown_minutes: float = Field(
         default=60,
         ge=0,
-        description="A drift-triggered retrain within this many minutes of the last one is skipped.",
+        description="An event-triggered retrain (drift or new labels) within this many minutes of the last "
+        "one is skipped.",
+    )
+    on_new_labels: bool = Field(
+        default=False,
+        description="Also retrain when `<model>__landing` has validated newly landed labelled batches (the "
+        "`<model>.labels` Asset), not only on drift and on the cron.",
     )
 
 

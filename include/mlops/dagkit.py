@@ -44,6 +44,49 @@ def drift_asset(model: str) -> Asset:
     return Asset(name=f"{model}.drift", uri=f"mlops://{model}/drift", group="mlops")
 
 
+def labels_asset(model: str) -> Asset:
+    """Emitted when newly landed labelled batches have been validated; retraining may listen to it."""
+    return Asset(name=f"{model}.labels", uri=f"mlops://{model}/labels", group="mlops")
+
+
+def landing_flag(cfg: ModelConfig) -> Path | None:
+    """The ready flag the landing watcher waits for, or None (no flag configured, or landing on S3)."""
+    from mlops.settings import get_settings
+
+    if not cfg.source.ready_flag:
+        return None
+    landing = cfg.source.landing.removeprefix("file://")
+    if "://" in landing:  # s3:// has no file to watch
+        return None
+    if not landing.startswith("/"):
+        try:
+            root = get_settings().landing_uri.removeprefix("file://")
+        except Exception:  # an incomplete production environment: the tasks report it, parsing must not fail
+            return None
+        if "://" in root:
+            return None
+        landing = f"{root}/{landing}"
+    return Path(landing) / cfg.source.ready_flag
+
+
+def landed_asset(cfg: ModelConfig) -> Asset:
+    """New batches in the landing folder, announced by the producer's ready flag.
+
+    The AssetWatcher runs in the triggerer: ``FileDeleteTrigger`` fires once when the flag appears and
+    deletes it (only the flag: landed batches are never touched), so each flag is one Asset event.
+    """
+    from airflow.sdk import AssetWatcher
+
+    flag = landing_flag(cfg)
+    watchers = []
+    if flag is not None:
+        from airflow.providers.standard.triggers.file import FileDeleteTrigger
+
+        trigger = FileDeleteTrigger(filepath=str(flag), poke_interval=5.0)
+        watchers.append(AssetWatcher(name=f"{cfg.name}_landing_ready_flag", trigger=trigger))
+    return Asset(name=f"{cfg.name}.landed", uri=f"mlops://{cfg.name}/landed", group="mlops", watchers=watchers)
+
+
 def triggering_extras(context: Any, asset: Asset) -> list[dict[str, Any]]:
     """The extras of every event of ``asset`` behind this run (Airflow may merge a burst into one run)."""
     events = context.get("triggering_asset_events") or {}

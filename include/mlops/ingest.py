@@ -92,6 +92,33 @@ def find_landed(cfg: ModelConfig, landing: ObjectStore, start: datetime, end: da
     return sorted(keys)
 
 
+def pending_days(cfg: ModelConfig, settings: Settings | None = None) -> list[date]:
+    """Days with a landed batch whose content is not in the raw store yet, oldest first.
+
+    A batch that was ingested and then quarantined is not pending again; a corrected file landed for
+    the same day has new content, so it is.
+    """
+    settings = settings or get_settings()
+    landing = landing_store(cfg, settings)
+    raw = raw_store(cfg, settings)
+    days: set[date] = set()
+    for key in landing.list():
+        match = BATCH_NAME.match(key.rsplit("/", 1)[-1])
+        if not match or match["ext"] not in cfg.source.formats:
+            continue
+        try:
+            day = date.fromisoformat(match["day"])
+        except ValueError:
+            log.warning("ignoring landed file %s: %s is not a date", key, match["day"])
+            continue
+        if day in days:
+            continue
+        sha = hashlib.sha256(landing.get(key)).hexdigest()
+        if not raw.exists(f"index/{sha}.json"):
+            days.add(day)
+    return sorted(days)
+
+
 def ingest_interval(cfg: ModelConfig, start: datetime, end: datetime, settings: Settings | None = None) -> IngestResult:
     """Copy the interval's landed files into the raw store; raise on a batch already seen elsewhere."""
     settings = settings or get_settings()

@@ -418,14 +418,17 @@ def retrain_window(event_extras: list[dict[str, Any]], default_days: int) -> tup
     return max(ends).isoformat(), default_days
 
 
-def cooldown_remaining(model: str, cooldown_minutes: float, *, now: datetime | None = None) -> float:
-    """Seconds before another drift-triggered retrain may start; 0.0 when it may start now.
+EVENT_TRIGGERS = ("drift", "labels")
 
-    Counts from the end (or, while it runs, the start) of the newest drift-triggered training run (tag
-    ``airflow.trigger=drift``) of any status in the training experiment ``<model>`` (a manual or scheduled
-    training does not hold back a drift-triggered one). A retrain whose gates failed also starts the
-    cool-down, so persistent drift cannot cause a storm of retrains that all fail the same way, and runs
-    queued behind a retrain during a burst of drift events find the cool-down fresh.
+
+def cooldown_remaining(model: str, cooldown_minutes: float, *, now: datetime | None = None) -> float:
+    """Seconds before another event-triggered retrain may start; 0.0 when it may start now.
+
+    Counts from the end (or, while it runs, the start) of the newest event-triggered training run (tag
+    ``airflow.trigger`` ``drift`` or ``labels``) of any status in the training experiment ``<model>`` (a
+    manual or scheduled training does not hold back an event-triggered one). A retrain whose gates failed
+    also starts the cool-down, so persistent drift cannot cause a storm of retrains that all fail the same
+    way, and runs queued behind a retrain during a burst of events find the cool-down fresh.
     """
     if cooldown_minutes <= 0:
         return 0.0
@@ -437,15 +440,20 @@ def cooldown_remaining(model: str, cooldown_minutes: float, *, now: datetime | N
     experiment = mlflow.get_experiment_by_name(model)
     if experiment is None:
         return 0.0
-    runs = client().search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.`airflow.trigger` = 'drift'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs or runs[0].info.start_time is None:
+    runs = [
+        run
+        for trigger in EVENT_TRIGGERS
+        for run in client().search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`airflow.trigger` = '{trigger}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if run.info.start_time is not None
+    ]
+    if not runs:
         return 0.0
-    last = max(runs[0].info.start_time, runs[0].info.end_time or 0)
+    last = max(max(run.info.start_time, run.info.end_time or 0) for run in runs)
     started = datetime.fromtimestamp(last / 1000, tz=UTC)
     now = now or datetime.now(UTC)
     if now.tzinfo is None:

@@ -95,6 +95,52 @@ def ingest(model: str, start: str | datetime, end: str | datetime) -> dict[str, 
     }
 
 
+def pending_landed_days(model: str) -> list[str]:
+    """Days with a newly landed batch (content not in the raw store yet), for the landing watcher."""
+    from mlops.ingest import pending_days
+
+    cfg = get_config(model).config
+    days = pending_days(cfg)
+    if not days:
+        raise NothingToDo(f"no new batch in {model}'s landing location")
+    return [d.isoformat() for d in days]
+
+
+def process_landed_day(model: str, day: str) -> dict[str, Any]:
+    """The data DAG's three steps for one landed day: ingest, the GX gate, materialize."""
+    start = _parse_dt(day)
+    end = start + timedelta(days=1)
+    ingested = ingest(model, start, end)
+    validated = validate(model, ingested["interval"], start, end)
+    materialized = materialize(model, start, end)
+    return {"interval": ingested["interval"], "rows": validated["rows"], "materialized": materialized["rows"]}
+
+
+def process_landed(model: str, days: list[str]) -> dict[str, Any]:
+    """Every pending day in order; a bad batch is quarantined and the others still go through.
+
+    Returns the processed days and one line per quarantined batch; raises ``NothingToDo`` when no day had
+    anything left to do (a rerun after every day went through).
+    """
+    processed: list[dict[str, Any]] = []
+    quarantined: list[str] = []
+    for day in days:
+        try:
+            processed.append(process_landed_day(model, day))
+        except GateFailed as exc:
+            quarantined.append(str(exc))
+        except NothingToDo as exc:
+            log.info("%s: %s", day, exc)
+    if not processed and not quarantined:
+        raise NothingToDo(f"nothing left to process for {model} in {days}")
+    return {
+        "intervals": [p["interval"] for p in processed],
+        "rows": sum(int(p["rows"]) for p in processed),
+        "processed": processed,
+        "quarantined": quarantined,
+    }
+
+
 # ------------------------------------------------------------------------------------------- validate
 
 

@@ -73,6 +73,13 @@ class AirflowServices:
         # deployment's DB) must not leak into these processes; MLOPS_* settings do carry over.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env = {**inherited, **scheduler_env(settings, self.port)}
+        # Rows this process wrote to the same metadata DB (e.g. the triggers of Asset watchers, synced by an
+        # in-process dag.test) are encrypted with its Fernet key: the processes must be able to read them.
+        from airflow.configuration import conf
+
+        fernet_key = conf.get("core", "fernet_key", fallback="")
+        if fernet_key:
+            self.env["AIRFLOW__CORE__FERNET_KEY"] = fernet_key
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -192,6 +199,14 @@ class AirflowServices:
         with create_session() as session:
             tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
             return {ti.task_id: str(ti.state) for ti in tis}
+
+    def try_numbers(self, dag_id: str, run_id: str) -> dict[str, int]:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
+            return {ti.task_id: int(ti.try_number) for ti in tis}
 
     def wait(self, what: str, condition: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
         """Poll until ``condition()`` is truthy; fail with what we waited for."""

@@ -115,3 +115,27 @@ def test_rerunning_an_interval_changes_nothing(state_dir: Path) -> None:
 def test_no_landed_batch_skips(state_dir: Path) -> None:
     with pytest.raises(pipeline.NothingToDo, match="no batch landed"):
         pipeline.ingest("credit_risk", START, END)
+
+
+def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
+    state_dir: Path, run_dag: Callable[..., object]
+) -> None:
+    landing = state_dir / "landing" / "credit_risk"
+    landing.mkdir(parents=True)
+    good = GENERATORS["credit_risk"](date(2026, 3, 2), rows_per_batch=200)
+    (landing / "2026-03-01.csv").write_bytes(_with("age", 250)())
+    (landing / "2026-03-02.csv").write_bytes(_csv(good))
+    assert pipeline.pending_landed_days("credit_risk") == ["2026-03-01", "2026-03-02"]
+
+    run = run_dag("credit_risk__landing", full=True)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states == {"find_new_batches": "success", "process": "success", "verdict": "failed"}, states
+    processed = run.get_task_instance("process").xcom_pull(task_ids="process")
+    assert processed["intervals"] == ["2026-03-02"] and processed["rows"] == 200
+    (line,) = processed["quarantined"]
+    assert "2026-03-01" in line and "age: values between 18 and 100" in line and "\n" not in line
+    assert pipeline.validated_days("credit_risk") == [date(2026, 3, 2)]
+    assert (landing / "2026-03-01.csv").exists()  # nothing deleted
+    # Both days' content is in the raw store now: nothing is pending, and a rerun has nothing to do.
+    with pytest.raises(pipeline.NothingToDo, match="no new batch"):
+        pipeline.pending_landed_days("credit_risk")

@@ -82,6 +82,7 @@ def test_score_monitor_drift_breaker_and_rollback(
     assert len(events) == 1
     extra = events[0]
     assert extra["window"] == str(drifted) and extra["champion_version"] == v1
+    assert extra["drifted_windows"] == [str(drifted)]
     assert extra["drifted_features"] and set(extra["drift_scores"]) == set(extra["drifted_features"])
 
     # A second champion (forced, the gates still run), then a quality guardrail no model meets:

@@ -15,7 +15,7 @@ from airflow.dag_processing.dagbag import DagBag
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 MODELS = ["credit_risk", "tumor_diagnosis"]
-KINDS = ("data", "training", "scoring", "monitoring", "rollback")
+KINDS = ("data", "landing", "training", "scoring", "monitoring", "rollback")
 NO_RETRY = {"approve_promotion"}  # a person's answer is not retried
 HEAVY = [
     "pandas",
@@ -106,6 +106,43 @@ def test_assets_close_the_loop(dagbag: DagBag) -> None:
     assert type(training.timetable).__name__ == "AssetOrTimeSchedule"  # drift OR the config's cron
     assert schedule_assets("credit_risk__training") == {"credit_risk.drift"}
     assert type(dagbag.dags["credit_risk__rollback"].timetable).__name__ == "NullTimetable"  # UI only
+
+
+def test_landing_watcher_waits_for_the_ready_flag(dagbag: DagBag) -> None:
+    """landed (AssetWatcher on the ready flag) -> landing -> features + labels."""
+    from airflow.providers.standard.triggers.file import FileDeleteTrigger
+
+    from mlops.settings import get_settings
+
+    landing = dagbag.dags["credit_risk__landing"]
+    (asset,) = landing.timetable.asset_condition.objects
+    assert asset.name == "credit_risk.landed"
+    (watcher,) = asset.watchers
+    assert isinstance(watcher.trigger, FileDeleteTrigger)
+    assert watcher.trigger.filepath == str(Path(get_settings().landing_uri) / "credit_risk" / "_READY")
+    outlets = {o.name for o in landing.get_task("process").outlets}
+    assert outlets == {"credit_risk.features", "credit_risk.labels"}
+
+
+def test_new_labels_schedule_training_only_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    for path in (REPO / "include" / "models").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        if data["name"] == "credit_risk":
+            data["retraining"]["on_new_labels"] = True
+            data["source"]["landing"] = "s3://bucket/credit"  # no file to watch on S3
+        (tmp_path / path.name).write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    condition = bag.dags["credit_risk__training"].timetable.asset_condition
+    assert {o.name for o in condition.objects} == {"credit_risk.drift", "credit_risk.labels"}
+    assert type(condition).__name__ == "AssetAny"  # either one starts a retrain
+    other = bag.dags["tumor_diagnosis__training"].timetable.asset_condition
+    assert {o.name for o in other.objects} == {"tumor_diagnosis.drift"}
+    (asset,) = bag.dags["credit_risk__landing"].timetable.asset_condition.objects
+    assert asset.watchers == []
 
 
 def _parse_probe(models_dir: Path | None = None) -> dict[str, object]:

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from mlops.config import get_config
-from mlops.ingest import DuplicateBatchError, ingest_interval, interval_days, read_manifest
+from mlops.ingest import DuplicateBatchError, ingest_interval, interval_days, pending_days, read_manifest
 from mlops.settings import get_settings
 from mlops.storage import open_store
 
@@ -57,6 +57,21 @@ def test_same_file_landed_for_another_day_is_rejected_and_kept(state_dir: Path) 
         ingest_interval(CFG, NEXT, datetime(2026, 3, 3, tzinfo=UTC))
     assert (landing / "credit_risk" / "2026-03-02.csv").exists()  # nothing deleted
     assert read_manifest(CFG, "2026-03-02", get_settings()) == []
+
+
+def test_pending_days_are_the_landed_days_whose_content_is_new(state_dir: Path) -> None:
+    landing = state_dir / "landing"
+    assert pending_days(CFG) == []  # no landing folder yet
+    _land(landing, "2026-03-02.csv", b"second day\n")
+    _land(landing, "2026-03-01.csv", b"first day\n")
+    _land(landing, "2026-02-30.csv", b"not a date\n")
+    _land(landing, "_READY", b"")
+    _land(landing, "2026-03-03.json", b"{}")  # not an accepted format
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01", "2026-03-02"]
+    ingest_interval(CFG, DAY, NEXT)
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-02"]
+    _land(landing, "2026-03-01.csv", b"first day, corrected\n")  # new content for an ingested day
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01", "2026-03-02"]
 
 
 def test_no_files_means_empty_result(state_dir: Path) -> None:

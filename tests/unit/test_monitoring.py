@@ -265,5 +265,12 @@ def test_cooldown_counts_from_the_latest_training_run(state_dir: Path, mlflow_db
     ended = datetime.fromtimestamp(ended_ms / 1000, tz=UTC)  # counted from the end of the last retrain
     assert cooldown_remaining(MODEL, 30, now=ended + timedelta(minutes=10)) == pytest.approx(20 * 60)
     assert cooldown_remaining(MODEL, 30, now=ended + timedelta(minutes=31)) == 0.0
+    # A retrain on newly landed labels is event-triggered too: the newer of the two counts.
+    labels = mlflow_client.create_run(ensure_experiment(MODEL), run_name="labels", tags={"airflow.trigger": "labels"})
+    mlflow_client.set_terminated(labels.info.run_id)
+    labels_ended_ms = mlflow_client.get_run(labels.info.run_id).info.end_time
+    assert labels_ended_ms >= ended_ms
+    labels_ended = datetime.fromtimestamp(labels_ended_ms / 1000, tz=UTC)
+    assert cooldown_remaining(MODEL, 30, now=labels_ended + timedelta(minutes=5)) == pytest.approx(25 * 60)
     assert cooldown_remaining(MODEL, 0) == 0.0
     assert cooldown_remaining("tumor_diagnosis", 30) == 0.0

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="generator seed (generator default)")
     parser.add_argument("--ramp", action="store_true", help="grow the drift knobs linearly over the days")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="csv")
+    parser.add_argument(
+        "--ready-flag",
+        default=None,
+        metavar="NAME",
+        help="after writing, create this empty file in the landing folder (e.g. _READY) so the landing "
+        "watcher picks the batches up",
+    )
     return parser
 
 
@@ -133,4 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error(str(exc))
     for path in paths:
         print(path)
+    if args.ready_flag:
+        flag = Path(args.landing) / args.ready_flag
+        flag.touch()
+        print(flag)
     return 0

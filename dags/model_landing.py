@@ -1,0 +1,86 @@
+"""
+### Landing watcher: `<model>__landing`
+
+Event-driven ingestion. The producer lands batch files (`YYYY-MM-DD*.csv|parquet`) and then writes the
+ready flag (`source.ready_flag`, `_READY` by default) into the model's landing folder. An AssetWatcher
+in Airflow's triggerer deletes the flag and emits a `<model>.landed` Asset event, which starts this DAG:
+
+1. **find_new_batches**: days whose landed content is not in the raw store yet (skipped when none).
+2. **process**: for each such day, oldest first, the data DAG's steps: ingest into the content-addressed
+   raw store, the Great Expectations gate, Feast materialization. A bad batch is quarantined and the
+   other days still go through. Emits `<model>.features` (scoring) and `<model>.labels` (retraining,
+   when the config's `retraining.on_new_labels` is on) for the days that passed.
+3. **verdict**: fails the run with one line per quarantined batch; nothing is deleted. When every batch
+   is quarantined, **process** fails instead and no Asset event is emitted.
+
+The daily `<model>__data` DAG keeps running on its schedule; both paths are idempotent per day.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlops.config import ModelConfig
+from mlops.dagkit import (
+    default_args,
+    features_asset,
+    generate_dags,
+    labels_asset,
+    landed_asset,
+    run_step,
+)
+
+START = datetime(2026, 1, 1)
+
+
+def build_landing_dag(cfg: ModelConfig) -> Any:
+    model = cfg.name
+
+    @dag(
+        dag_id=f"{model}__landing",
+        schedule=[landed_asset(cfg)],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(cfg.owner),
+        tags=["mlops", f"model:{model}", "data", "event-driven"],
+        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}",
+    )
+    def landing_pipeline() -> None:
+        @task
+        def find_new_batches() -> list[str]:
+            from mlops import pipeline
+
+            return run_step(pipeline.pending_landed_days, model)
+
+        @task(outlets=[features_asset(model), labels_asset(model)])
+        def process(days: list[str]) -> dict[str, Any]:
+            from mlops import pipeline
+
+            result = run_step(pipeline.process_landed, model, days)
+            if not result["intervals"]:  # a failed task emits no Asset event
+                raise AirflowFailException("every landed batch was quarantined: " + " | ".join(result["quarantined"]))
+            extra = {"intervals": result["intervals"], "rows": result["rows"]}
+            outlet_events = get_current_context()["outlet_events"]
+            outlet_events[features_asset(model)].extra = extra
+            outlet_events[labels_asset(model)].extra = extra
+            return result
+
+        @task
+        def verdict(result: dict[str, Any]) -> dict[str, Any]:
+            if result["quarantined"]:
+                raise AirflowFailException(
+                    f"{len(result['quarantined'])} landed batch(es) quarantined: " + " | ".join(result["quarantined"])
+                )
+            return {"processed": result["intervals"], "rows": result["rows"]}
+
+        verdict(process(find_new_batches()))
+
+    return landing_pipeline()
+
+
+generate_dags(globals(), "landing", build_landing_dag)
