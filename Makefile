@@ -22,11 +22,12 @@ export DO_NOT_TRACK := 1
 export PYTHONPATH := $(CURDIR)/include
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv demo test test-fast lint typecheck airflow mlflow-ui clean lock config-reference
+.PHONY: help venv demo test test-fast lint typecheck airflow mlflow-ui clean lock config-reference bench
 
 help:
 	@echo "make demo   - bootstrap, then run the pipeline end to end on the embedded default"
 	@echo "make test   - bootstrap, then lint, type-check and run every test (JUnit: test-results/junit.xml)"
+	@echo "make bench  - benchmarks at 100k/1M/5M rows (BENCH_ARGS=...); writes bench/results.{json,md,png}"
 	@echo "make airflow / make mlflow-ui - open the UIs on the same state; make clean - remove .mlops/"
 
 venv: $(STAMP)
@@ -50,7 +51,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check dags include plugins tests feature_repo
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The browser test drives Debian's Chromium (never a downloaded browser); installed here where missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium for tests/browser/"
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: $(STAMP) $(CHROMIUM) lint
 	mkdir -p test-results
 	$(BIN)/python -m pytest --junitxml=test-results/junit.xml -p no:cacheprovider
 
@@ -64,6 +74,10 @@ airflow: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLOPS_STATE_DIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+# Not part of `make test` (tests/bench/ runs a small smoke version). Takes about an hour on 2 cores.
+bench: $(STAMP)
+	$(BIN)/python -m mlops.bench $(BENCH_ARGS)
 
 config-reference: $(STAMP)
 	$(BIN)/python -m mlops.config --markdown

@@ -7,7 +7,10 @@ champion's reference (its training rows and holdout scores):
 - **feature drift** (Evidently) and **prediction drift** (Kolmogorov-Smirnov on the scores);
 - **quality** on the labelled rows, against the config's hard guardrails.
 
-Reports (HTML + JSON) are kept per interval and logged to the `<model>__monitoring` MLflow experiment.
+Reports (HTML + JSON) are kept per interval and logged to the `<model>__monitoring` MLflow experiment;
+each interval's result is also written to the lake (`monitoring/<model>/date=<day>/result.json`). An
+event-triggered run also monitors every scored day newer than the newest monitored one, so events that
+Airflow merged without listing them (apache/airflow#56749) are not lost.
 
 - **emit_drift** emits the `<model>.drift` Asset event (which schedules `<model>__training`) only when
   drift passes the config's threshold; otherwise it is skipped and no event is emitted.
@@ -55,6 +58,9 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
 
             context = get_current_context()
             intervals = requested_intervals(context, predictions_asset(model))
+            if context.get("triggering_asset_events"):
+                # Events Airflow merged without listing them (apache/airflow#56749) are not lost.
+                intervals = sorted({*intervals, *monitoring.monitoring_backlog(model)})
             if not intervals:
                 raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
             results = run_each(monitoring.monitor_interval, model, intervals)

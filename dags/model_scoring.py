@@ -7,6 +7,10 @@ the Feast online store, and writes the predictions with the model version and ru
 When a `challenger` alias exists, the batch is also scored in **shadow** (stored apart, never served) and
 the comparison is logged to MLflow. The model is verified against the checksum recorded at registration
 and cached per version. Emits `<model>.predictions`.
+
+An event-triggered run also scores every validated day newer than the newest scored one: Airflow may
+merge a burst of events into one run without listing them all (apache/airflow#56749), and no batch may
+be left unscored.
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ def build_scoring_dag(model: str, owner: str) -> Any:
     def scoring_pipeline() -> None:
         @task(outlets=[predictions_asset(model)])
         def score() -> dict[str, Any]:
-            from mlops import scoring
+            from mlops import monitoring, scoring
 
             context = get_current_context()
             intervals = requested_intervals(context, features_asset(model))
+            if context.get("triggering_asset_events"):
+                # Events Airflow merged without listing them (apache/airflow#56749) are not lost.
+                intervals = sorted({*intervals, *monitoring.scoring_backlog(model)})
             if not intervals:
                 from airflow.sdk.exceptions import AirflowSkipException
 

@@ -23,6 +23,8 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
 (_SESSION_STATE / "airflow").mkdir(parents=True, exist_ok=True)
 
+pytest_plugins = ["production_stack"]
+
 MODELS = ["credit_risk", "tumor_diagnosis"]
 
 

@@ -200,12 +200,54 @@ def get_store(settings: Settings | None = None) -> FeatureStore:
 
 
 def validated_root(settings: Settings | None = None) -> str:
-    """Root of the validated partitions (``<lake>/validated``); absolute for local lakes."""
+    """Root of the validated partitions the offline store reads; absolute for local lakes.
+
+    For an ``s3://`` lake it is a local mirror (:func:`sync_validated`): DuckDB reads S3 only through
+    its httpfs extension, which it would download at run time.
+    """
     settings = settings or get_settings()
     lake = settings.lake_uri.rstrip("/")
+    if lake.startswith("s3://"):
+        return str((settings.state_dir / "lake-mirror" / "validated").resolve())
     if "://" not in lake:
         lake = str(Path(lake).resolve())
     return f"{lake}/validated"
+
+
+def sync_validated(cfg: ModelConfig, settings: Settings | None = None) -> int:
+    """Mirror the model's validated partitions of an ``s3://`` lake locally; returns the files fetched.
+
+    Partition files are write-once (named by content hash), so a mirrored file is never fetched again;
+    a file no longer in the lake leaves the mirror, so the offline store reads exactly what the lake
+    holds. Nothing to do for a local lake.
+    """
+    from mlops.storage import open_store
+
+    settings = settings or get_settings()
+    if not settings.lake_uri.startswith("s3://"):
+        return 0
+    lake = open_store(settings.lake_uri)
+    mirror = Path(validated_root(settings)).parent
+    wanted: set[Path] = set()
+    fetched = 0
+    for key in lake.list(f"validated/{cfg.name}/"):
+        if not key.endswith(".parquet"):
+            continue
+        target = mirror / key
+        wanted.add(target)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        partial.write_bytes(lake.get(key))
+        partial.replace(target)
+        fetched += 1
+    for stale in (mirror / "validated" / cfg.name).glob("date=*/*.parquet"):
+        if stale not in wanted:
+            stale.unlink()
+    if fetched:
+        _log.info("mirrored %d validated partition file(s) of %s from %s", fetched, cfg.name, settings.lake_uri)
+    return fetched
 
 
 def _model_root(cfg: ModelConfig, root: str) -> str:
@@ -322,6 +364,7 @@ def _query_lake(cfg: ModelConfig, sql: str, params: dict[str, Any]) -> pd.DataFr
     """
     import duckdb
 
+    sync_validated(cfg)
     pattern = _source_glob(cfg, validated_root())
     if "://" not in pattern and not glob.glob(pattern):
         return None

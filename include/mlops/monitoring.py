@@ -13,6 +13,7 @@ of drift events arrives or when a retrain has just run (or just failed).
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 import threading
@@ -162,6 +163,45 @@ def champion_reference(model: str, version: str) -> tuple[pd.DataFrame, np.ndarr
 
 def predictions_key(model: str, interval: str) -> str:
     return f"predictions/{model}/date={interval}/champion.parquet"
+
+
+def monitored_key(model: str, interval: str) -> str:
+    return f"monitoring/{model}/date={interval}/result.json"
+
+
+def _days_with(model: str, prefix: str, name: str) -> list[str]:
+    """Days (``date=`` partitions) under ``<prefix>/<model>/`` that hold ``name``, oldest first."""
+    days = set()
+    for key in _lake(get_settings()).list(f"{prefix}/{model}/"):
+        folder, _, file = key.rpartition("/")
+        if file == name and "/date=" in f"/{folder}":
+            days.add(folder.rsplit("date=", 1)[1])
+    return sorted(days)
+
+
+def _newer_than_newest(candidates: list[str], done: list[str]) -> list[str]:
+    if not done:
+        return []
+    return [day for day in candidates if day > done[-1]]
+
+
+def scoring_backlog(model: str) -> list[str]:
+    """Validated days newer than the newest scored one.
+
+    Airflow may merge a burst of ``features`` events into one run without listing every event among the
+    run's triggering events (apache/airflow issue 56749); scoring these days too means no validated batch
+    is left unscored. Empty before the first scoring, so a new deployment does not score its history.
+    """
+    from mlops.pipeline import validated_days
+
+    validated = [d.isoformat() for d in validated_days(model)]
+    return _newer_than_newest(validated, _days_with(model, "predictions", "champion.parquet"))
+
+
+def monitoring_backlog(model: str) -> list[str]:
+    """Scored days newer than the newest monitored one (the same merge guard as :func:`scoring_backlog`)."""
+    scored = _days_with(model, "predictions", "champion.parquet")
+    return _newer_than_newest(scored, _days_with(model, "monitoring", "result.json"))
 
 
 def _scoring_version(current: pd.DataFrame, model: str) -> str:
@@ -378,6 +418,7 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
     )
     run_id = _log_to_mlflow(result)
     result = replace(result, mlflow_run_id=run_id)
+    lake.put(monitored_key(model, interval), json.dumps(result.to_dict(), sort_keys=True).encode())
     log.info(
         "monitored %s %s (v%s): drift %s (share %.2f, prediction KS %.3f), quality %s, breaches %s",
         model,

@@ -66,19 +66,21 @@ class RunInfo:
 class AirflowServices:
     """The four Airflow processes, started in the background and stopped by pid."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
         # A clean Airflow configuration: inherited AIRFLOW* settings (a test runner's unit-test mode, another
-        # deployment's DB) must not leak into these processes; MLOPS_* settings do carry over.
+        # deployment's DB) must not leak into these processes; MLOPS_* settings do carry over. ``extra_env``
+        # (e.g. a Postgres metadata DB, real auth) is applied last.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        self.env = {**inherited, **scheduler_env(settings, self.port)}
+        self.env = {**inherited, **scheduler_env(settings, self.port), **(extra_env or {})}
         # Rows this process wrote to the same metadata DB (e.g. the triggers of Asset watchers, synced by an
         # in-process dag.test) are encrypted with its Fernet key: the processes must be able to read them.
         from airflow.configuration import conf
 
         fernet_key = conf.get("core", "fernet_key", fallback="")
-        if fernet_key:
+        if fernet_key and "AIRFLOW__CORE__FERNET_KEY" not in (extra_env or {}):
             self.env["AIRFLOW__CORE__FERNET_KEY"] = fernet_key
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -99,7 +101,11 @@ class AirflowServices:
             self.procs[name] = subprocess.Popen(
                 [airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._wait_healthy(timeout)
+        try:
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.stop()  # never leave half a deployment running
+            raise
 
     def _wait_healthy(self, timeout: float) -> None:
         import json

@@ -6,6 +6,7 @@ the `intervals` Param (the same code path an asset-triggered run takes after rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -83,6 +84,8 @@ def test_score_monitor_drift_breaker_and_rollback(
     extra = events[0]
     assert extra["window"] == str(drifted) and extra["champion_version"] == v1
     assert extra["drifted_windows"] == [str(drifted)]
+    marker = state_dir / "lake" / "monitoring" / MODEL / f"date={drifted}" / "result.json"
+    assert json.loads(marker.read_text())["drift_detected"] is True  # what the monitoring backlog reads
     assert extra["drifted_features"] and set(extra["drift_scores"]) == set(extra["drifted_features"])
 
     # A second champion (forced, the gates still run), then a quality guardrail no model meets:

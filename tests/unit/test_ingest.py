@@ -136,3 +136,36 @@ def test_local_store_refuses_keys_outside_its_root(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "root"))
     with pytest.raises(ValueError, match="escapes"):
         store.put("../outside", b"x")
+
+
+def test_offline_store_reads_an_s3_lake_through_a_mirror_of_exactly_its_partitions(
+    state_dir: Path, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB cannot read S3 without downloading its httpfs extension: partitions are mirrored."""
+    import io
+
+    import pandas as pd
+
+    from mlops.datagen import GENERATORS
+    from mlops.features import labels_for_window, sync_validated, validated_root
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="lake")
+    monkeypatch.setenv("MLOPS_LAKE_URI", "s3://lake/prod")
+    for day in ("2026-03-01", "2026-03-02"):
+        buffer = io.BytesIO()
+        GENERATORS["credit_risk"](datetime.fromisoformat(day).date(), rows_per_batch=50).to_parquet(buffer)
+        s3.put_object(Bucket="lake", Key=f"prod/validated/credit_risk/date={day}/{day}.parquet", Body=buffer.getvalue())
+    assert validated_root().startswith(str(state_dir))
+    window = labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))
+    assert len(window) == 100 and set(window.columns) == {"customer_id", "event_timestamp", "defaulted"}
+    assert sync_validated(CFG) == 0  # already mirrored: nothing fetched again
+
+    # A partition file that leaves the lake leaves the mirror: reads match the lake exactly.
+    s3.delete_object(Bucket="lake", Key="prod/validated/credit_risk/date=2026-03-02/2026-03-02.parquet")
+    assert len(labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))) == 50
+    mirrored = sorted(p.name for p in Path(validated_root()).rglob("*.parquet"))
+    assert mirrored == ["2026-03-01.parquet"]
+    assert isinstance(
+        pd.read_parquet(Path(validated_root()) / "credit_risk" / "date=2026-03-01" / mirrored[0]), pd.DataFrame
+    )

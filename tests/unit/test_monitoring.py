@@ -274,3 +274,26 @@ def test_cooldown_counts_from_the_latest_training_run(state_dir: Path, mlflow_db
     assert cooldown_remaining(MODEL, 30, now=labels_ended + timedelta(minutes=5)) == pytest.approx(25 * 60)
     assert cooldown_remaining(MODEL, 0) == 0.0
     assert cooldown_remaining("tumor_diagnosis", 30) == 0.0
+
+
+def test_backlogs_catch_days_whose_events_airflow_merged_away(state_dir: Path) -> None:
+    from mlops.monitoring import monitoring_backlog, scoring_backlog
+
+    lake = state_dir / "lake"
+
+    def touch(key: str) -> None:
+        (lake / key).parent.mkdir(parents=True, exist_ok=True)
+        (lake / key).write_bytes(b"")
+
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"):
+        touch(f"validated/{MODEL}/date={day}/batch.parquet")
+    assert scoring_backlog(MODEL) == []  # nothing scored yet: a new deployment does not score its history
+    touch(f"predictions/{MODEL}/date=2026-03-02/champion.parquet")
+    touch(f"predictions/{MODEL}/date=2026-03-02/shadow.parquet")
+    assert scoring_backlog(MODEL) == ["2026-03-03", "2026-03-04"]
+    assert monitoring_backlog(MODEL) == []
+    touch(f"predictions/{MODEL}/date=2026-03-03/champion.parquet")
+    touch(f"monitoring/{MODEL}/date=2026-03-02/result.json")
+    assert monitoring_backlog(MODEL) == ["2026-03-03"]
+    assert scoring_backlog(MODEL) == ["2026-03-04"]
+    assert scoring_backlog("tumor_diagnosis") == []

@@ -1,0 +1,754 @@
+"""Benchmarks: ``make bench`` (``python -m mlops.bench``).
+
+Generates credit-risk data with 32 features at each size (rows in all, spread over ``--days`` daily
+batches, the last day held out), runs every step of the pipeline on the embedded default, and writes
+``bench/results.json``, ``bench/results.md`` and ``bench/results.png``.
+
+- **Stages in one plain Python process** (the ``include/`` functions the tasks call, in sequence): ingest,
+  validate (GX), materialize (Feast, SQLite online store), training set (point-in-time, DuckDB offline
+  store), train (the training CLI as a local process), each gate, register + promote. Medians of
+  ``--repeats`` runs on fresh state, with min and max, and the peak RSS of the process and its children
+  during each stage.
+- **Drift at scale**: Evidently drift of N current vs N reference rows with the gate's seeded sampling
+  and, where affordable, on every row, on a batch with a planted shift, to show what sampling costs in
+  detection.
+- **Online lookup**: one entity's feature vector from the online store, p50/p99 over many lookups.
+- **Through real Airflow** (``--airflow``): the same rows from landing to a promoted champion through
+  the scheduler, dag-processor, triggerer and api-server (LocalExecutor, SQLite), the wall time divided
+  by the in-process sequence's (the orchestration overhead), then a drifted batch: drift event to the
+  retraining DAG's first task running, and a rollback: ``champion`` re-pointed to the next scoring load.
+- **DAG parsing**: Airflow's own ``DagBag`` load statistics in a fresh interpreter, with the SQL
+  statements counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlops.settings import REPO_ROOT
+
+log = logging.getLogger("mlops.bench")
+
+MODEL = "bench_credit"
+EXTRA_FEATURES = 20  # credit_risk's 12 features + 20 = 32
+START = date(2026, 3, 1)
+STAGES = (
+    "ingest",
+    "validate",
+    "materialize",
+    "training_set",
+    "train",
+    "gate_drift",
+    "gate_quality",
+    "gate_fairness",
+    "gate_champion",
+    "register_promote",
+)
+TARGETS = {
+    "end_to_end_airflow_s": 180.0,
+    "overhead_ratio": 1.3,
+    "peak_rss_gib": 4.0,
+    "validate_1m_s": 30.0,
+    "drift_1m_s": 60.0,
+    "materialize_rows_per_s": 50_000.0,
+    "online_p50_ms": 2.0,
+    "online_p99_ms": 10.0,
+    "training_set_1m_s": 60.0,
+    "drift_to_retrain_s": 60.0,
+    "rollback_s": 5.0,
+    "dag_parse_s": 1.0,
+    "scale_5m_vs_1m": 6.0,
+}
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+class PeakRss:
+    """Samples the RSS of this process plus its children (the training CLI is one) every 50 ms."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return int(total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+    peak_rss: list[int] = field(default_factory=list)
+
+    def add(self, seconds: float, peak: int) -> None:
+        self.seconds.append(seconds)
+        self.peak_rss.append(peak)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "median_s": round(statistics.median(self.seconds), 3),
+            "min_s": round(min(self.seconds), 3),
+            "max_s": round(max(self.seconds), 3),
+            "runs": len(self.seconds),
+            "peak_rss_mib": round(max(self.peak_rss) / 2**20, 1),
+        }
+
+
+@contextmanager
+def timed(timing: Timing) -> Iterator[None]:
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+    timing.add(elapsed, rss.peak)
+
+
+# ----------------------------------------------------------------------------------------- workload
+
+
+def bench_config() -> dict[str, Any]:
+    """credit_risk's config with 20 more numeric features, a one-day holdout and no schedules."""
+    data: dict[str, Any] = yaml.safe_load((REPO_ROOT / "include" / "models" / "credit_risk.yaml").read_text())
+    data["name"] = MODEL
+    data["description"] = "Benchmark model: credit_risk with 32 features."
+    data["source"]["landing"] = MODEL
+    extra = [f"x_{i:02d}" for i in range(EXTRA_FEATURES)]
+    data["features"]["numeric"] = [*data["features"]["numeric"], *extra]
+    for name in extra:
+        data["data_quality"]["columns"][name] = {"min": -50, "max": 50}
+    data["data_quality"]["max_rows"] = 20_000_000
+    data["training"]["holdout_days"] = 1
+    data["training"]["schedule"] = None
+    data["retraining"]["cooldown_minutes"] = 0
+    # Most extra features are noise that does not drift: judge drift on a smaller share of them.
+    data["monitoring"]["drift_share_threshold"] = 0.1
+    return data
+
+
+def write_models_dir(root: Path) -> Path:
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(bench_config(), sort_keys=False))
+    return models
+
+
+def generate_batches(landing: Path, rows: int, days: int, *, first: date = START, covariate_drift: float = 0.0) -> None:
+    """``rows`` in all over ``days`` daily parquet batches; the extra features are seeded noise plus
+    functions of the base features, so some carry signal and drift with them."""
+    import numpy as np
+
+    from mlops.datagen.credit import generate_credit_batch
+
+    landing.mkdir(parents=True, exist_ok=True)
+    per_day = max(1, rows // days)
+    for i in range(days):
+        day = first + timedelta(days=i)
+        frame = generate_credit_batch(
+            day, rows_per_batch=per_day, n_customers=max(2000, per_day * 2), covariate_drift=covariate_drift
+        )
+        rng = np.random.default_rng([day.toordinal(), 42])
+        base = [
+            frame["debt_to_income"].to_numpy(),
+            frame["credit_utilization"].to_numpy(),
+            np.log1p(frame["annual_income"].to_numpy()) - 11.0,
+            frame["interest_rate"].to_numpy() * 10.0,
+        ]
+        for j in range(EXTRA_FEATURES):
+            signal = base[j % len(base)] * (1.0 + j / 10.0) if j < 8 else 0.0
+            frame[f"x_{j:02d}"] = np.clip(signal + rng.normal(0.0, 1.0, len(frame)), -49.0, 49.0).astype("float64")
+        frame.to_parquet(landing / f"{day.isoformat()}.parquet", index=False)
+
+
+@contextmanager
+def environment(state: Path, models: Path) -> Iterator[None]:
+    """Point every setting at ``state``; restore the environment afterwards."""
+    saved = dict(os.environ)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_LANDING_URI", "MLOPS_LAKE_URI"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "MLOPS_ENV": "local",
+            "MLOPS_STATE_DIR": str(state),
+            "MLOPS_MODELS_DIR": str(models),
+            "MLOPS_TRAINING_BACKEND": "local",
+        }
+    )
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# ------------------------------------------------------------------------------------- the pipeline
+
+
+def run_pipeline(rows: int, days: int, root: Path, timings: dict[str, Timing]) -> None:
+    """Every step in sequence in this process, on fresh state; adds one timing per stage."""
+    from mlops import pipeline, scoring
+
+    state = root / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    models = write_models_dir(root)
+    generate_batches(state / "landing" / MODEL, rows, days)
+    scoring.clear_cache()
+    with environment(state, models):
+        intervals = [
+            (datetime.combine(START + timedelta(days=i), datetime.min.time(), tzinfo=UTC), i) for i in range(days)
+        ]
+        with timed(timings["ingest"]):
+            ingested = [pipeline.ingest(MODEL, s, s + timedelta(days=1)) for s, _ in intervals]
+        with timed(timings["validate"]):
+            for (s, _), got in zip(intervals, ingested, strict=True):
+                pipeline.validate(MODEL, got["interval"], s, s + timedelta(days=1))
+        with timed(timings["materialize"]):
+            for s, _ in intervals:
+                pipeline.materialize(MODEL, s, s + timedelta(days=1))
+        run_id = f"bench__{rows}__{time.time_ns()}"
+        last = START + timedelta(days=days - 1)
+        with timed(timings["training_set"]):
+            training_set = pipeline.build_training_set(MODEL, run_id, last.isoformat(), days)
+        with timed(timings["train"]):
+            trained = pipeline.train_local(
+                MODEL, training_set, run_name=run_id, tags={"airflow.trigger": "manual", "bench": "1"}
+            )
+        for gate in ("gate_drift", "gate_quality", "gate_fairness", "gate_champion"):
+            with timed(timings[gate]):
+                getattr(pipeline, gate)(MODEL, trained, run_id)
+        with timed(timings["register_promote"]):
+            registered = pipeline.register(MODEL, trained, training_set, dag_id="bench", run_id=run_id)
+            pipeline.promote(MODEL, registered["version"], actor="bench", reason="benchmark", dag_id="bench")
+
+
+def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
+    """Evidently drift, N vs N rows x 32 features, with the gate's sampling and on every row."""
+    import pandas as pd
+
+    from mlops import gates
+    from mlops.config import ModelConfig
+
+    cfg = ModelConfig.model_validate(bench_config())
+    work = root / "drift"
+    shutil.rmtree(work, ignore_errors=True)
+    generate_batches(work / "ref", rows, 1, first=START)
+    generate_batches(work / "cur", rows, 1, first=START + timedelta(days=1), covariate_drift=0.3)
+    reference = pd.read_parquet(next((work / "ref").glob("*.parquet")))
+    current = pd.read_parquet(next((work / "cur").glob("*.parquet")))
+    out: dict[str, Any] = {"rows": rows, "features": len(cfg.feature_columns)}
+    variants = [("sampled", 200_000)]
+    if rows <= full_max_rows:
+        variants.append(("every_row", rows))
+    for name, max_rows in variants:
+        timing = Timing()
+        with timed(timing):
+            result = gates.drift_gate(reference, current, cfg, work / f"{name}.html", max_rows=max_rows, max_share=1.0)
+        detected = sorted(
+            str(feature)
+            for feature, detail in result.details.get("columns", {}).items()
+            if isinstance(detail, dict) and detail.get("drifted")
+        )
+        out[name] = {
+            **timing.summary(),
+            "max_rows": max_rows,
+            "drifted_features": detected,
+            "drift_share": result.metrics.get("drift_share"),
+        }
+    if "every_row" in out:
+        sampled, full = set(out["sampled"]["drifted_features"]), set(out["every_row"]["drifted_features"])
+        out["detection"] = {
+            "found_by_both": len(sampled & full),
+            "only_with_every_row": sorted(full - sampled),
+            "only_with_sampling": sorted(sampled - full),
+        }
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def online_lookup(root: Path, lookups: int = 300) -> dict[str, Any]:
+    """One entity's feature vector from the online store of the last pipeline run (SQLite)."""
+    import pandas as pd
+
+    from mlops import features
+    from mlops.config import ModelConfig
+
+    cfg = ModelConfig.model_validate(bench_config())
+    state = root / "state"
+    with environment(state, root / "models"):
+        batch = next((state / "landing" / MODEL).glob("*.parquet"))
+        ids = pd.read_parquet(batch, columns=[cfg.entity.join_key])[cfg.entity.join_key].tolist()
+        store = features.get_store()
+        features.online_features(cfg, [ids[0]], store)  # warm up
+        samples = []
+        for i in range(lookups):
+            started = time.perf_counter()
+            features.online_features(cfg, [ids[(i * 7919) % len(ids)]], store)
+            samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "store": "sqlite",
+        "lookups": lookups,
+        "p50_ms": round(samples[len(samples) // 2], 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+    }
+
+
+REDIS_DB = 11  # a database of the local Redis that nothing else here uses; flushed before and after
+
+
+def redis_online(rows: int, days: int, root: Path, lookups: int = 300, url: str = "127.0.0.1:6379") -> dict[str, Any]:
+    """The same rows materialized into Redis (Feast's Redis online store), then the same lookups."""
+    import pandas as pd
+    import redis
+
+    from mlops import features
+    from mlops.config import ModelConfig
+
+    host, port = url.split(":")
+    client = redis.Redis(host=host, port=int(port), db=REDIS_DB)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return {"store": "redis", "error": f"no Redis at {url}: {exc}"}
+    cfg = ModelConfig.model_validate(bench_config())
+    state = root / "state"
+    repo = root / "feast-redis"
+    repo.mkdir(parents=True, exist_ok=True)
+    local = yaml.safe_load((REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    local["registry"]["path"] = str(repo / "registry.db")
+    local["online_store"] = {"type": "redis", "connection_string": f"{url},db={REDIS_DB}"}
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(local))
+    client.flushdb()
+    try:
+        with environment(state, root / "models"):
+            from feast import FeatureStore
+
+            store = FeatureStore(repo_path=str(REPO_ROOT / "feature_repo"), fs_yaml_file=repo / "feature_store.yaml")
+            features.apply(cfg, store)
+            start = datetime.combine(START, datetime.min.time(), tzinfo=UTC)
+            timing = Timing()
+            with timed(timing):
+                loaded = features.materialize_interval(cfg, start, start + timedelta(days=days), store)
+            batch = next((state / "landing" / MODEL).glob("*.parquet"))
+            ids = pd.read_parquet(batch, columns=[cfg.entity.join_key])[cfg.entity.join_key].tolist()
+            features.online_features(cfg, [ids[0]], store)
+            samples = []
+            for i in range(lookups):
+                started = time.perf_counter()
+                features.online_features(cfg, [ids[(i * 7919) % len(ids)]], store)
+                samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        client.flushdb()
+    samples.sort()
+    return {
+        "store": "redis",
+        "lookups": lookups,
+        "p50_ms": round(samples[len(samples) // 2], 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+        "materialize": timing.summary(),
+        "materialize_rows_per_s": round(loaded / timing.seconds[0]) if timing.seconds[0] else None,
+    }
+
+
+def dag_parse(repeats: int = 5) -> dict[str, Any]:
+    """Airflow's DagBag load statistics for dags/ in a fresh interpreter, SQL statements counted."""
+    code = (
+        "import json, time\n"
+        "from sqlalchemy import event\n"
+        "from sqlalchemy.engine import Engine\n"
+        "queries = []\n"
+        "event.listen(Engine, 'before_cursor_execute', lambda *a, **k: queries.append(a[2]))\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "started = time.perf_counter()\n"
+        f"bag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r})\n"
+        "total = time.perf_counter() - started\n"
+        "stats = [{'file': s.file, 'seconds': s.duration.total_seconds(), 'dags': s.dag_num}\n"
+        "         for s in bag.dagbag_stats]\n"
+        "print(json.dumps({'total_s': total, 'queries': len(queries), 'errors': len(bag.import_errors), "
+        "'files': stats}))\n"
+    )
+    runs = []
+    for _ in range(repeats):
+        env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"DAG parse probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    totals = [r["total_s"] for r in runs]
+    return {
+        "median_s": round(statistics.median(totals), 3),
+        "min_s": round(min(totals), 3),
+        "max_s": round(max(totals), 3),
+        "queries": max(r["queries"] for r in runs),
+        "import_errors": max(r["errors"] for r in runs),
+        "files": runs[-1]["files"],
+    }
+
+
+# --------------------------------------------------------------------------------- through Airflow
+
+
+def through_airflow(rows: int, days: int, root: Path) -> dict[str, Any]:
+    """Landing to champion through the real scheduler, then drift -> retrain latency and a rollback."""
+    from mlops import pipeline, registry, scoring
+    from mlops.services import AirflowServices, asset_events
+
+    state = root / "airflow-state"
+    shutil.rmtree(state, ignore_errors=True)
+    models = write_models_dir(root)
+    generate_batches(state / "landing" / MODEL, rows, days)
+    out: dict[str, Any] = {"rows": rows, "days": days}
+    with environment(state, models):
+        from mlops.settings import airflow_env, get_settings
+
+        settings = get_settings()
+        # This process reads runs and events from the same metadata DB as the services it starts.
+        os.environ.update(airflow_env(settings))
+        services = AirflowServices(settings, state / "services-logs")
+        services.start()
+        try:
+            started = time.perf_counter()
+            for i in range(days):
+                day = START + timedelta(days=i + 1)
+                run_id = services.trigger(
+                    f"{MODEL}__data", logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC)
+                )
+                run = services.wait_finished(f"{MODEL}__data", run_id, 1800)
+                if run.state != "success":
+                    raise RuntimeError(f"{MODEL}__data {run_id} ended {run.state}; see {state / 'services-logs'}")
+            window_end = (START + timedelta(days=days - 1)).isoformat()
+            run_id = services.trigger(f"{MODEL}__training", conf={"window_end": window_end, "window_days": days})
+            run = services.wait_finished(f"{MODEL}__training", run_id, 3600)
+            out["end_to_end_s"] = round(time.perf_counter() - started, 2)
+            out["training_state"] = run.state
+            champion = registry.get_alias_version(MODEL, registry.CHAMPION)
+            out["champion"] = champion
+
+            # A drifted batch: data -> scoring -> monitoring -> drift event -> retraining's first task.
+            drifted = START + timedelta(days=days)
+            generate_batches(state / "landing" / MODEL, max(2000, rows // days), 1, first=drifted, covariate_drift=1.0)
+            day = drifted + timedelta(days=1)
+            services.trigger(f"{MODEL}__data", logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC))
+            events = services.wait("a drift event", lambda: asset_events(f"{MODEL}.drift"), 1800, poll=0.5)
+            event = events[0]
+            retrain = services.wait(
+                "the drift-triggered retrain to start",
+                lambda: [
+                    r
+                    for r in services.runs(f"{MODEL}__training")
+                    if r.run_type == "asset_triggered"
+                    and services.task_start(f"{MODEL}__training", r.run_id, "plan_training")
+                ],
+                600,
+                poll=0.2,
+            )[0]
+            first_task = services.task_start(f"{MODEL}__training", retrain.run_id, "plan_training")
+            assert first_task is not None
+            out["drift_to_retrain_s"] = round((first_task - event["timestamp"]).total_seconds(), 2)
+            services.wait_finished(f"{MODEL}__training", retrain.run_id, 3600)
+        finally:
+            services.stop()
+
+        # Rollback: champion re-pointed, then the next scoring load of the new champion.
+        if registry.previous_champion(MODEL) is None:
+            out["rollback_s"] = None
+        else:
+            scoring.clear_cache()
+            started = time.perf_counter()
+            change = registry.rollback(MODEL, actor="bench", reason="benchmark rollback")
+            repointed = time.perf_counter() - started
+            version = registry.get_alias_version(MODEL, registry.CHAMPION)
+            assert change is not None and version == change.to_version
+            scoring.load_verified(MODEL, version)
+            out["rollback_repoint_s"] = round(repointed, 3)
+            out["rollback_s"] = round(time.perf_counter() - started, 3)
+        out["validated_days"] = len(pipeline.validated_days(MODEL))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue with the measured figure; ``met`` is None where it was not measured."""
+    rows: list[dict[str, Any]] = []
+    sizes = {int(k): v for k, v in results["sizes"].items()}
+
+    def add(name: str, measured: float | None, target: float, higher_is_better: bool = False) -> None:
+        met = None if measured is None else (measured >= target if higher_is_better else measured <= target)
+        rows.append({"target": name, "measured": measured, "limit": target, "met": met})
+
+    one_m = sizes.get(1_000_000)
+    if one_m:
+        add("GX validation of 1M rows (s)", one_m["stages"]["validate"]["median_s"], TARGETS["validate_1m_s"])
+        add(
+            "materialize 1M rows (rows/s)",
+            one_m["materialize_rows_per_s"],
+            TARGETS["materialize_rows_per_s"],
+            higher_is_better=True,
+        )
+        add("training set for 1M labels (s)", one_m["stages"]["training_set"]["median_s"], TARGETS["training_set_1m_s"])
+        add("peak RSS, 1M in-process (GiB)", one_m["peak_rss_mib"] / 1024, TARGETS["peak_rss_gib"])
+        if "drift" in one_m:
+            add("Evidently drift 1M vs 1M x 32 (s)", one_m["drift"]["sampled"]["median_s"], TARGETS["drift_1m_s"])
+        five_m = sizes.get(5_000_000)
+        if five_m:
+            worst = max(five_m["stages"][s]["median_s"] / max(one_m["stages"][s]["median_s"], 1e-9) for s in STAGES)
+            add("5M stage time / 1M stage time (worst stage)", round(worst, 2), TARGETS["scale_5m_vs_1m"])
+    largest = sizes[max(sizes)]
+    redis_online = largest.get("online_redis", {})
+    if "p50_ms" in redis_online:
+        add("online lookup p50, Redis (ms)", redis_online["p50_ms"], TARGETS["online_p50_ms"])
+        add("online lookup p99, Redis (ms)", redis_online["p99_ms"], TARGETS["online_p99_ms"])
+    if one_m and one_m.get("online_redis", {}).get("materialize_rows_per_s"):
+        add(
+            "materialize 1M rows into Redis (rows/s)",
+            one_m["online_redis"]["materialize_rows_per_s"],
+            TARGETS["materialize_rows_per_s"],
+            higher_is_better=True,
+        )
+    airflow = results.get("airflow")
+    if airflow:
+        add(f"end to end through Airflow, {airflow['rows']:,} rows (s)", airflow["end_to_end_s"], 180.0)
+        add("orchestration overhead (Airflow / plain Python)", airflow.get("overhead_ratio"), TARGETS["overhead_ratio"])
+        add(
+            "drift event -> retraining's first task (s)",
+            airflow.get("drift_to_retrain_s"),
+            TARGETS["drift_to_retrain_s"],
+        )
+        add("rollback: re-point + next scoring load (s)", airflow.get("rollback_s"), TARGETS["rollback_s"])
+    add("DAG parsing, all files (s)", results["dag_parse"]["median_s"], TARGETS["dag_parse_s"])
+    add("DB queries while parsing", float(results["dag_parse"]["queries"]), 0.0)
+    return rows
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['cpu_count']} cores, {m['memory_gib']} GiB, Python {m['python']}, {m['platform']}. "
+        f"Run at {results['finished_at']} (repeats: {results['repeats']}).",
+        "",
+        "| stage | " + " | ".join(f"{int(s):,} rows: median s (min-max), peak MiB" for s in results["sizes"]) + " |",
+        "|---|" + "---|" * len(results["sizes"]),
+    ]
+    for stage in STAGES:
+        cells = []
+        for size in results["sizes"].values():
+            t = size["stages"][stage]
+            cells.append(f"{t['median_s']:.2f} ({t['min_s']:.2f}-{t['max_s']:.2f}), {t['peak_rss_mib']:,.0f}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    totals = [f"{size['total_s']:.1f}" for size in results["sizes"].values()]
+    lines.append("| **total (plain Python)** | " + " | ".join(totals) + " |")
+    lines += [
+        "",
+        "| rows | materialize rows/s (SQLite / Redis) | lookup p50/p99 ms (SQLite / Redis) | "
+        "drift s: sampled / every row | drifted features: sampled / every row |",
+        "|---|---|---|---|---|",
+    ]
+    for rows, size in results["sizes"].items():
+        sq, rd, dr = size.get("online", {}), size.get("online_redis", {}), size.get("drift", {})
+        sampled, full = dr.get("sampled", {}), dr.get("every_row", {})
+        lines.append(
+            f"| {int(rows):,} | {_fmt(size.get('materialize_rows_per_s'))} / "
+            f"{_fmt(rd.get('materialize_rows_per_s'))} | "
+            f"{_fmt(sq.get('p50_ms'))}/{_fmt(sq.get('p99_ms'))} / {_fmt(rd.get('p50_ms'))}/{_fmt(rd.get('p99_ms'))} | "
+            f"{_fmt(sampled.get('median_s'))} / {_fmt(full.get('median_s'))} | "
+            f"{len(sampled.get('drifted_features', []))} / "
+            f"{len(full['drifted_features']) if full else '-'} |"
+        )
+    airflow = results.get("airflow")
+    if airflow:
+        lines += [
+            "",
+            f"Through real Airflow ({airflow['rows']:,} rows over {airflow['days']} daily batches, LocalExecutor on "
+            f"SQLite): landing to champion {_fmt(airflow.get('end_to_end_s'))} s vs "
+            f"{_fmt(airflow.get('plain_python_s'))} s "
+            f"for the same functions in one process (ratio {_fmt(airflow.get('overhead_ratio'))}); drift event to the "
+            f"retraining DAG's first task {_fmt(airflow.get('drift_to_retrain_s'))} s; rollback (re-point + next "
+            f"scoring load) {_fmt(airflow.get('rollback_s'))} s.",
+        ]
+    lines += ["", "| target | measured | limit | met |", "|---|---|---|---|"]
+    for row in results["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
+        lines.append(f"| {row['target']} | {_fmt(row['measured'])} | {_fmt(row['limit'])} | {met} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(int(s) for s in results["sizes"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for stage in STAGES:
+        seconds = [results["sizes"][str(s)]["stages"][stage]["median_s"] for s in sizes]
+        memory = [results["sizes"][str(s)]["stages"][stage]["peak_rss_mib"] for s in sizes]
+        left.plot(sizes, seconds, marker="o", label=stage)
+        right.plot(sizes, memory, marker="o", label=stage)
+    for axis, label in ((left, "seconds (median)"), (right, "peak RSS, MiB (process + children)")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("rows")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"Stage cost vs rows ({m['cpu_count']} cores, {m['memory_gib']} GiB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def run(
+    sizes: Sequence[int],
+    *,
+    days: int,
+    repeats: int,
+    out_dir: Path,
+    airflow_rows: int | None,
+    drift_full_max_rows: int,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "work"
+    results: dict[str, Any] = {"machine": machine(), "repeats": repeats, "days": days, "sizes": {}}
+    progress(f"machine: {results['machine']}")
+    for rows in sizes:
+        # Long runs once; short ones repeated (the first of several is a warm-up for caches and imports).
+        reps = repeats if rows <= 1_000_000 else 1
+        timings = {stage: Timing() for stage in STAGES}
+        root = work / str(rows)
+        for rep in range(reps):
+            progress(f"{rows:,} rows: pipeline run {rep + 1}/{reps}")
+            run_pipeline(rows, days, root, timings)
+        stages = {stage: timings[stage].summary() for stage in STAGES}
+        size: dict[str, Any] = {
+            "stages": stages,
+            "total_s": round(sum(s["median_s"] for s in stages.values()), 2),
+            "peak_rss_mib": max(s["peak_rss_mib"] for s in stages.values()),
+            "materialize_rows_per_s": round(rows / stages["materialize"]["median_s"]),
+        }
+        progress(f"{rows:,} rows: online lookups")
+        size["online"] = online_lookup(root)
+        size["online_redis"] = redis_online(rows, days, root)
+        progress(f"{rows:,} rows: drift at scale")
+        size["drift"] = drift_at_scale(rows, root, drift_full_max_rows)
+        results["sizes"][str(rows)] = size
+        progress(f"{rows:,} rows: {size['total_s']} s in all; {json.dumps(stages)}")
+    progress("DAG parsing")
+    results["dag_parse"] = dag_parse()
+    if airflow_rows:
+        progress(f"through Airflow: {airflow_rows:,} rows")
+        airflow = through_airflow(airflow_rows, days, work / "airflow")
+        plain = results["sizes"].get(str(airflow_rows), {}).get("total_s")
+        airflow["plain_python_s"] = plain
+        airflow["overhead_ratio"] = round(airflow["end_to_end_s"] / plain, 2) if plain else None
+        results["airflow"] = airflow
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["targets"] = check_targets(results)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, out_dir / "results.md")
+    write_plot(results, out_dir / "results.png")
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000,5000000", help="rows in all, comma-separated")
+    parser.add_argument("--days", type=int, default=4, help="daily batches the rows are spread over (>= 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size up to 1M rows (median, min, max)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench")
+    parser.add_argument("--airflow-rows", type=int, default=1_000_000, help="rows for the real-Airflow run; 0: skip")
+    parser.add_argument("--drift-full-max-rows", type=int, default=1_000_000, help="largest unsampled drift run")
+    args = parser.parse_args(argv)
+    if args.days < 2:
+        parser.error("--days must be at least 2 (the last day is the holdout)")
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    logging.basicConfig(level=logging.WARNING)
+    results = run(
+        sizes,
+        days=args.days,
+        repeats=args.repeats,
+        out_dir=args.out,
+        airflow_rows=args.airflow_rows or None,
+        drift_full_max_rows=args.drift_full_max_rows,
+    )
+    print((args.out / "results.md").read_text())
+    missed = [r for r in results["targets"] if r["met"] is False]
+    print(f"BENCH_RESULT {json.dumps({'targets_missed': len(missed), 'out': str(args.out)})}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

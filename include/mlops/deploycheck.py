@@ -1,0 +1,403 @@
+"""Checks for the deployment files (docker-compose.yaml, .env.example, Dockerfiles), without Docker.
+
+Docker Compose interpolates ``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}`` (and the ``-``, ``?``,
+``+`` forms without the colon) in every string value, with ``$$`` for a literal ``$``. This module
+does the same from a ``.env`` file, so the rendered file can be validated against the Compose
+Specification schema, and it holds the house rules the stack must keep (health checks, ordered
+start-up, pinned images, no secret literals). Each rule returns a list of problems, one line each:
+an empty list means the rule holds. Standard library only, so it runs anywhere the tests run.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Environment keys whose value is a credential. Keys naming where a secret lives (``*_FILE``,
+# ``*_PATH``) hold a path, not the secret.
+SECRET_KEY = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|_AUTH$", re.IGNORECASE)
+_SECRET_LOCATION = re.compile(r"(_FILE|_PATH)$", re.IGNORECASE)
+# A required reference and nothing else: `${VAR:?message}` or `${VAR?message}`.
+_REQUIRED_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^{}]*\}$")
+# `scheme://user:password@host` with the password in group "password".
+_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s@]+)@", re.IGNORECASE)
+# `password=...`, `secret: ...`, `token = ...` inside a longer string (scripts, ini content, DSNs).
+_INLINE_SECRET = re.compile(
+    r"(?:(?:password|passwd|secret|token)[\"']?(?:\s*=|:)|--requirepass\s)\s*[\"']?(?P<value>[^\s\"',;]+)",
+    re.IGNORECASE,
+)
+MOVING_TAGS = frozenset({"latest", "stable", "main", "master", "edge", "nightly"})
+
+
+class InterpolationError(ValueError):
+    """A required variable is unset (``${VAR:?message}``) or a reference is malformed."""
+
+
+@dataclass(frozen=True)
+class VariableUse:
+    """One ``${...}`` reference in a Compose file."""
+
+    name: str
+    operator: str  # "", ":-", "-", ":?", "?", ":+", "+"
+    word: str
+
+    @property
+    def has_default(self) -> bool:
+        return self.operator in (":-", "-", ":+", "+")
+
+    @property
+    def required(self) -> bool:
+        return self.operator in (":?", "?")
+
+
+# --------------------------------------------------------------------------------- .env and ${...}
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Parse a Compose ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _NAME.fullmatch(key):
+            raise ValueError(f"line {number}: expected KEY=value, got {raw!r}")
+        value = value.strip()
+        if value[:1] in ("'", '"'):
+            quote = value[0]
+            end = value.find(quote, 1)
+            if end < 0:
+                raise ValueError(f"line {number}: unterminated quote in {raw!r}")
+            value = value[1:end]
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        values[key] = value
+    return values
+
+
+def _references(text: str) -> Iterator[tuple[int, int, VariableUse]]:
+    """Yield (start, end, use) for each top-level reference; ``$$`` is skipped (a literal ``$``)."""
+    i = 0
+    while i < len(text):
+        if text[i] != "$":
+            i += 1
+            continue
+        nxt = text[i + 1 : i + 2]
+        if nxt == "$":
+            i += 2
+            continue
+        if nxt == "{":
+            depth, j = 1, i + 2
+            while j < len(text) and depth:
+                if text[j] == "{":
+                    depth += 1
+                elif text[j] == "}":
+                    depth -= 1
+                j += 1
+            if depth:
+                raise InterpolationError(f"unterminated reference in {text!r}")
+            body = text[i + 2 : j - 1]
+            match = _NAME.match(body)
+            if not match:
+                raise InterpolationError(f"invalid reference ${{{body}}} in {text!r}")
+            rest = body[match.end() :]
+            operator = next((op for op in (":-", ":?", ":+", "-", "?", "+") if rest.startswith(op)), "")
+            if rest and not operator:
+                raise InterpolationError(f"invalid reference ${{{body}}} in {text!r}")
+            yield i, j, VariableUse(match.group(), operator, rest[len(operator) :])
+            i = j
+            continue
+        match = _NAME.match(text, i + 1)
+        if not match:
+            # Compose rejects a lone `$` ("invalid interpolation format"): write `$$` for a literal.
+            raise InterpolationError(f"lone '$' at offset {i} in {text!r}: write '$$' for a literal '$'")
+        yield i, match.end(), VariableUse(match.group(), "", "")
+        i = match.end()
+
+
+def variables_in(text: str) -> list[VariableUse]:
+    """Every reference in ``text``, including those nested in defaults and messages."""
+    found: list[VariableUse] = []
+    for _, _, use in _references(text):
+        found.append(use)
+        found.extend(variables_in(use.word))
+    return found
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Resolve references the way Docker Compose does; ``$$`` becomes ``$``."""
+    out: list[str] = []
+    last = 0
+    for start, end, use in _references(text):
+        out.append(text[last:start].replace("$$", "$"))
+        value = env.get(use.name)
+        if use.operator in (":?", "?"):
+            if value is None or (use.operator == ":?" and value == ""):
+                raise InterpolationError(f"required variable {use.name} is missing: {use.word}")
+            out.append(value)
+        elif use.operator in (":-", "-"):
+            unset = value is None or (use.operator == ":-" and value == "")
+            out.append(interpolate(use.word, env) if unset else str(value))
+        elif use.operator in (":+", "+"):
+            is_set = value is not None and (use.operator == "+" or value != "")
+            out.append(interpolate(use.word, env) if is_set else "")
+        else:
+            out.append(value or "")
+        last = end
+    out.append(text[last:].replace("$$", "$"))
+    return "".join(out)
+
+
+def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
+    """Interpolate every string value (not mapping keys) of a loaded YAML document."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [interpolate_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
+    return node
+
+
+def strings_in(node: Any) -> Iterator[str]:
+    """Every string value in a YAML tree."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings_in(item)
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings_in(value)
+
+
+def variables_used(compose: Mapping[str, Any]) -> list[VariableUse]:
+    """Every variable reference in the (un-interpolated) Compose data."""
+    return [use for text in strings_in(compose) for use in variables_in(text)]
+
+
+# ------------------------------------------------------------------------------------- Compose rules
+
+
+def services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose.get("services") or {}
+    return found
+
+
+def is_one_shot(service: Mapping[str, Any]) -> bool:
+    """A job that runs to completion: it says so with ``restart: "no"``."""
+    return service.get("restart") == "no"
+
+
+def environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """A service's ``environment`` as a dict, from either the mapping or the list form."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.partition("=") for item in env)
+        return {key: value for key, _, value in pairs}
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def missing_healthchecks(compose: Mapping[str, Any]) -> list[str]:
+    """Every long-running service has a health check and a restart policy."""
+    problems = []
+    for name, service in services(compose).items():
+        if is_one_shot(service):
+            continue
+        check = service.get("healthcheck") or {}
+        if not check.get("test") or check.get("disable"):
+            problems.append(f"{name}: long-running service without a healthcheck")
+        if service.get("restart") not in ("always", "unless-stopped", "on-failure"):
+            problems.append(f'{name}: long-running service without a restart policy (or restart: "no")')
+    return problems
+
+
+def unordered_dependencies(compose: Mapping[str, Any]) -> list[str]:
+    """``depends_on`` names a condition that matches what the dependency is."""
+    problems = []
+    all_services = services(compose)
+    for name, service in all_services.items():
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            problems.append(f"{name}: depends_on is a list (no condition): {depends}")
+            continue
+        for target, spec in depends.items():
+            condition = (spec or {}).get("condition")
+            dependency = all_services.get(target)
+            if dependency is None:
+                problems.append(f"{name}: depends on unknown service {target}")
+                continue
+            expected = "service_completed_successfully" if is_one_shot(dependency) else "service_healthy"
+            if condition != expected:
+                problems.append(f"{name}: depends_on {target} needs condition {expected}, has {condition}")
+            if dependency.get("profiles") and not service.get("profiles"):
+                problems.append(f"{name}: depends on {target}, which only starts with a profile")
+    return problems
+
+
+def image_problem(image: str) -> str | None:
+    """None when the reference is pinned: a digest, or a tag that does not move."""
+    if not image:
+        return "no image"
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"{image}: untagged (means latest)"
+    tag = last.rsplit(":", 1)[1]
+    if tag.lower() in MOVING_TAGS or "$" in tag:
+        return f"{image}: tag {tag!r} is not a pinned version"
+    return None
+
+
+def unpinned_images(compose: Mapping[str, Any]) -> list[str]:
+    """Every service names an image with a fixed version (built services too: their local tag)."""
+    problems = []
+    for name, service in services(compose).items():
+        problem = image_problem(str(service.get("image") or ""))
+        if problem:
+            problems.append(f"{name}: {problem}")
+    return problems
+
+
+def _literal_password(value: str) -> bool:
+    """A credential that is written out: anything but a ``${...}`` or ``$$VAR`` runtime reference."""
+    return not value.startswith("$")
+
+
+def _mask_references(text: str) -> str:
+    """``text`` with each ``${...}`` replaced by ``${}`` (names and messages are not values)."""
+    out, last = [], 0
+    for start, end, _ in _references(text):
+        out.append(text[last:start] + "${}")
+        last = end
+    return "".join(out) + text[last:]
+
+
+def secret_literals(compose: Mapping[str, Any]) -> list[str]:
+    """No credential is written in the file; each comes from the environment (``.env``).
+
+    Run this on the data as written (before interpolation): a secret-named environment key must be
+    exactly ``${VAR:?message}`` (a default would be a default password), and passwords inside URLs
+    or ``password=...`` strings must be references too.
+    """
+    problems = []
+    for name, service in services(compose).items():
+        for key, value in environment(service).items():
+            secret = SECRET_KEY.search(key) and not _SECRET_LOCATION.search(key)
+            if secret and not _REQUIRED_REFERENCE.match(value.strip()):
+                problems.append(f"{name}: {key} is not a required ${{VAR:?...}} reference: {value!r}")
+    texts = list(strings_in(compose))
+    for service in services(compose).values():  # argv lists: `--requirepass`, `x` are two items
+        texts.extend(" ".join(map(str, value)) for value in service.values() if isinstance(value, list))
+    for text in map(_mask_references, texts):
+        for match in _URL_CREDENTIALS.finditer(text):
+            if _literal_password(match.group("password")):
+                problems.append(f"password written in a URL: {match.group(0)!r}")
+        for match in _INLINE_SECRET.finditer(text):
+            if _literal_password(match.group("value")):
+                problems.append(f"secret written in a string: {match.group(0)!r}")
+    return problems
+
+
+def mount_targets(service: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container path -> {source, read_only} for short and long volume syntax."""
+    found: dict[str, dict[str, Any]] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            if len(parts) == 1:
+                found[parts[0]] = {"source": None, "read_only": False}
+            else:
+                found[parts[1]] = {"source": parts[0], "read_only": len(parts) > 2 and "ro" in parts[2]}
+        else:
+            target = str(volume.get("target"))
+            found[target] = {"source": volume.get("source"), "read_only": bool(volume.get("read_only"))}
+    return found
+
+
+def missing_mounts(compose: Mapping[str, Any], service_names: list[str], required: Mapping[str, str]) -> list[str]:
+    """Each named service mounts each ``source -> target`` of ``required``."""
+    problems = []
+    for name in service_names:
+        mounts = mount_targets(services(compose).get(name, {}))
+        for source, target in required.items():
+            mount = mounts.get(target)
+            if mount is None or str(mount["source"]).rstrip("/") != source.rstrip("/"):
+                problems.append(f"{name}: does not mount {source} at {target}")
+    return problems
+
+
+# -------------------------------------------------------------------------------------- Dockerfiles
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions of a Dockerfile (line continuations joined, comments and heredocs skipped)."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        line = (pending + stripped).strip()
+        pending = ""
+        keyword, _, args = line.partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip()))
+    if pending:
+        keyword, _, args = pending.strip().partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip()))
+    return instructions
+
+
+def base_images(instructions: list[Instruction]) -> list[str]:
+    """The image of every ``FROM`` (flags and ``AS name`` dropped); stage names are not images."""
+    stages: set[str] = set()
+    images = []
+    for instruction in instructions:
+        if instruction.keyword != "FROM":
+            continue
+        words = [word for word in shlex.split(instruction.args) if not word.startswith("--")]
+        if words[0].lower() not in stages:
+            images.append(words[0])
+        if len(words) >= 3 and words[1].lower() == "as":
+            stages.add(words[2].lower())
+    return images
+
+
+def dockerfile_env(instructions: list[Instruction]) -> dict[str, str]:
+    """Final values of ``ENV key=value`` (and the legacy ``ENV key value``) instructions."""
+    env: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.keyword != "ENV":
+            continue
+        words = shlex.split(instruction.args)
+        if words and "=" not in words[0]:
+            env[words[0]] = " ".join(words[1:])
+            continue
+        for word in words:
+            key, _, value = word.partition("=")
+            env[key] = value
+    return env
+
+
+def last_instruction(instructions: list[Instruction], keyword: str) -> str | None:
+    found = [i.args for i in instructions if i.keyword == keyword.upper()]
+    return found[-1] if found else None

@@ -1,0 +1,341 @@
+"""The production stack on loopback, for tests/integration/test_real_services.py and tests/browser/.
+
+Real services, started here and stopped by pid (or already running on this machine):
+
+- PostgreSQL (already running, 127.0.0.1:5432): one fresh database each for Airflow, MLflow and the Feast
+  SQL registry, dropped at the end;
+- Redis (already running, 127.0.0.1:6379): Feast's online store, in a database of its own, flushed;
+- moto's S3-compatible server (a process): buckets for landing, the lake and MLflow's artifacts;
+- an MLflow tracking server (a process) on Postgres, serving artifacts from S3 (``--serve-artifacts``);
+- Airflow's api-server, scheduler, dag-processor and triggerer (LocalExecutor) on Postgres, with the
+  simple auth manager and a real password (no all-admins shortcut).
+
+The project runs in ``MLOPS_ENV=production`` with training on the local backend (no cluster here). A
+missing prerequisite fails loudly: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODEL = "credit_risk"
+START = date(2026, 3, 1)
+DAYS = 4
+PG = "postgres@127.0.0.1:5432"
+REDIS_DB = 13
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status < 500:
+                    return
+        except (OSError, urllib.error.HTTPError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {timeout:.0f} s: {last}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@dataclass
+class AirflowApi:
+    """Airflow's public REST API, authenticated as a user of the simple auth manager."""
+
+    base_url: str
+    username: str
+    password: str
+    token: str = ""
+
+    def login(self) -> None:
+        body = json.dumps({"username": self.username, "password": self.password}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            self.token = json.load(response)["access_token"]
+
+    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v2{path}",
+            data=data,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode()[:500]}") from None
+
+    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> str:
+        payload = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": conf or {}}
+        return str(self.call("POST", f"/dags/{dag_id}/dagRuns", payload)["dag_run_id"])
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+        return result
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(2)
+        raise TimeoutError(f"{dag_id} {run_id} did not finish in {timeout:.0f} s")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        found = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances")
+        return {ti["task_id"]: ti["state"] for ti in found["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.call("GET", f"{path}?deserialize=true")["value"]
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str]
+    buckets: dict[str, str]
+    s3_endpoint: str
+    mlflow_uri: str
+    api: AirflowApi
+    landed: dict[str, bytes] = field(default_factory=dict)
+    data_runs: list[str] = field(default_factory=list)
+
+    @property
+    def ui_url(self) -> str:
+        return self.api.base_url
+
+    @contextmanager
+    def project_env(self) -> Iterator[None]:
+        """This process sees the production settings the Airflow processes see; restored afterwards."""
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Every real service the production mode talks to, on loopback; torn down at the end of the session."""
+    import boto3
+    import redis
+    from cryptography.fernet import Fernet
+
+    from mlops.services import AirflowServices
+
+    root = tmp_path_factory.mktemp("production-stack")
+    logs = root / "logs"
+    logs.mkdir()
+    tag = uuid.uuid4().hex[:8]
+    databases = {name: f"mlops_it_{tag}_{name}" for name in ("airflow", "mlflow", "feast")}
+    buckets = {name: f"mlops-it-{tag}-{name}" for name in ("landing", "lake", "mlflow")}
+    procs: list[subprocess.Popen[bytes]] = []
+    created: list[str] = []
+    services: AirflowServices | None = None
+    online = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    try:
+        online.ping()  # fails loudly when the machine's Redis is not running
+        for database in databases.values():
+            _pg_admin(f'CREATE DATABASE "{database}"')
+            created.append(database)
+        aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_", "MLFLOW_", "AWS_"))}
+
+        s3_port = free_port()
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        procs.append(_spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], clean, logs / "s3.log"))
+        wait_http(f"{endpoint}/moto-api/", 60, procs[-1])
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_keys(aws))
+        for bucket in buckets.values():
+            s3.create_bucket(Bucket=bucket)
+
+        mlflow_port = free_port()
+        mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+        mlflow_args = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"postgresql+psycopg2://{PG}/{databases['mlflow']}",
+            "--artifacts-destination",
+            f"s3://{buckets['mlflow']}/artifacts",
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ]
+        procs.append(_spawn(mlflow_args, {**clean, **aws, "MLFLOW_S3_ENDPOINT_URL": endpoint}, logs / "mlflow.log"))
+        wait_http(f"{mlflow_uri}/health", 240, procs[-1])
+
+        models = root / "models"
+        models.mkdir()
+        config = yaml.safe_load((REPO / "include" / "models" / f"{MODEL}.yaml").read_text())
+        config["training"]["schedule"] = None  # every training run here is triggered through the API or UI
+        (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
+        env = {
+            **aws,
+            "MLOPS_ENV": "production",
+            "MLOPS_STATE_DIR": str(root / "state"),
+            "MLOPS_MODELS_DIR": str(models),
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "MLOPS_LANDING_URI": f"s3://{buckets['landing']}/landing",
+            "MLOPS_LAKE_URI": f"s3://{buckets['lake']}/lake",
+            "MLOPS_S3_ENDPOINT_URL": endpoint,
+            "FEAST_REGISTRY_URL": f"postgresql+psycopg://{PG}/{databases['feast']}",
+            "FEAST_REDIS_CONNECTION": f"127.0.0.1:6379,db={REDIS_DB}",
+            "MLOPS_TRAINING_BACKEND": "local",
+        }
+        password = secrets.token_urlsafe(18)
+        passwords = root / "passwords.json"
+        passwords.write_text(json.dumps({"admin": password}))
+        airflow = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG}/{databases['airflow']}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+        }
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            from mlops.settings import get_settings
+
+            services = AirflowServices(get_settings(), logs / "airflow", extra_env=airflow)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        services.start(timeout=300)
+        api = AirflowApi(services.base_url, "admin", password)
+        api.login()
+        deadline = time.monotonic() + 180
+        while True:  # the dag-processor has to have parsed the DAG files before they can be triggered
+            try:
+                api.call("GET", f"/dags/{MODEL}__training")
+                api.call("GET", f"/dags/{MODEL}__data")
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        yield Stack(
+            root=root,
+            env=env,
+            buckets=buckets,
+            s3_endpoint=endpoint,
+            mlflow_uri=mlflow_uri,
+            api=api,
+        )
+    finally:
+        if services is not None:
+            services.stop()
+        for proc in reversed(procs):
+            stop(proc)
+        online.flushdb()
+        for database in created:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        shutil.rmtree(root / "state", ignore_errors=True)
+
+
+def _keys(aws: dict[str, str]) -> dict[str, str]:
+    return {"aws_access_key_id": aws["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": aws["AWS_SECRET_ACCESS_KEY"]}
+
+
+@pytest.fixture(scope="session")
+def stack_with_data(production_stack: Stack) -> Stack:
+    """DAYS labelled batches landed in S3 and taken through `<model>__data` via the REST API."""
+    from mlops.datagen import GENERATORS
+
+    stack = production_stack
+    if stack.data_runs:
+        return stack
+    s3 = stack.s3()
+    for offset in range(DAYS):
+        day = START + timedelta(days=offset)
+        content = GENERATORS[MODEL](day, rows_per_batch=300).to_csv(index=False).encode()
+        s3.put_object(Bucket=stack.buckets["landing"], Key=f"landing/{MODEL}/{day}.csv", Body=content)
+        stack.landed[str(day)] = content
+    for offset in range(DAYS):
+        day = START + timedelta(days=offset + 1)
+        logical = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        stack.data_runs.append(stack.api.trigger(f"{MODEL}__data", logical_date=logical))
+    for run_id in stack.data_runs:
+        run = stack.api.wait_run(f"{MODEL}__data", run_id, 600)
+        assert run["state"] == "success", (run_id, stack.api.task_states(f"{MODEL}__data", run_id))
+    return stack
