@@ -473,10 +473,28 @@ def _coerce_keys(cfg: ModelConfig, keys: pd.Series) -> pd.Series:
     return keys.astype(str).astype(object)
 
 
+def _feature_service(store: FeatureStore, name: str) -> Any:
+    """The feature service, looked up in the registry once per store object (a lookup costs ~2 ms)."""
+    cache: dict[str, Any] | None = getattr(store, "_mlops_feature_services", None)
+    if cache is None:
+        cache = {}
+        store._mlops_feature_services = cache  # type: ignore[attr-defined]
+    if name not in cache:
+        cache[name] = store.get_feature_service(name)
+    return cache[name]
+
+
+def _online_column(values: list[Any], numeric: bool) -> np.ndarray:
+    if numeric:
+        return np.array([np.nan if v is None else v for v in values], dtype="float64")
+    return np.array([np.nan if v is None else v for v in values], dtype=object)
+
+
 def online_features(cfg: ModelConfig, entity_ids: list[Any], store: FeatureStore | None = None) -> pd.DataFrame:
     """Latest online values of the model's stored columns, one row per id in the given order.
 
     Entities that were never materialized come back with null features rather than being left out.
+    Built from Feast's dict response: going through its DataFrame costs ~15 ms per call, 40x the read.
     """
     store = store or get_store()
     key = cfg.entity.join_key
@@ -484,14 +502,16 @@ def online_features(cfg: ModelConfig, entity_ids: list[Any], store: FeatureStore
     rows = [{key: (int(k) if cfg.entity.dtype == "int64" else str(k))} for k in keys]
     if not rows:
         return pd.DataFrame(columns=[key, *cfg.stored_columns])
-    service = store.get_feature_service(cfg.feature_service)
-    frame = store.get_online_features(features=service, entity_rows=rows, full_feature_names=False).to_df()
-    if len(frame) != len(rows):
-        raise FeatureStoreError(f"{cfg.name}: asked for {len(rows)} entities, Feast returned {len(frame)} rows")
-    out = frame[[key]].copy()
+    service = _feature_service(store, cfg.feature_service)
+    response = store.get_online_features(features=service, entity_rows=rows, full_feature_names=False).to_dict()
+    returned = response.get(key, [])
+    if len(returned) != len(rows):
+        raise FeatureStoreError(f"{cfg.name}: asked for {len(rows)} entities, Feast returned {len(returned)} rows")
+    numeric = set(cfg.features.numeric)
+    data: dict[str, Any] = {key: [r[key] for r in rows]}
     for column in cfg.stored_columns:
-        out[column] = _feature_values(cfg, column, frame[column])
-    return out
+        data[column] = _online_column(response[column], column in numeric)
+    return pd.DataFrame(data)
 
 
 # --------------------------------------------------------------------------------------------------
