@@ -151,12 +151,14 @@ class Timing:
 
 
 @contextmanager
-def timed(timing: Timing) -> Iterator[None]:
+def timed(timing: Timing, label: str = "") -> Iterator[None]:
     with PeakRss() as rss:
         started = time.perf_counter()
         yield
         elapsed = time.perf_counter() - started
     timing.add(elapsed, rss.peak)
+    if label:
+        print(f"  {label}: {elapsed:.2f} s, peak {rss.peak / 2**20:,.0f} MiB", flush=True)
 
 
 # ----------------------------------------------------------------------------------------- workload
@@ -252,26 +254,26 @@ def run_pipeline(rows: int, days: int, root: Path, timings: dict[str, Timing]) -
         intervals = [
             (datetime.combine(START + timedelta(days=i), datetime.min.time(), tzinfo=UTC), i) for i in range(days)
         ]
-        with timed(timings["ingest"]):
+        with timed(timings["ingest"], "ingest"):
             ingested = [pipeline.ingest(MODEL, s, s + timedelta(days=1)) for s, _ in intervals]
-        with timed(timings["validate"]):
+        with timed(timings["validate"], "validate"):
             for (s, _), got in zip(intervals, ingested, strict=True):
                 pipeline.validate(MODEL, got["interval"], s, s + timedelta(days=1))
-        with timed(timings["materialize"]):
+        with timed(timings["materialize"], "materialize"):
             for s, _ in intervals:
                 pipeline.materialize(MODEL, s, s + timedelta(days=1))
         run_id = f"bench__{rows}__{time.time_ns()}"
         last = START + timedelta(days=days - 1)
-        with timed(timings["training_set"]):
+        with timed(timings["training_set"], "training_set"):
             training_set = pipeline.build_training_set(MODEL, run_id, last.isoformat(), days)
-        with timed(timings["train"]):
+        with timed(timings["train"], "train"):
             trained = pipeline.train_local(
                 MODEL, training_set, run_name=run_id, tags={"airflow.trigger": "manual", "bench": "1"}
             )
         for gate in ("gate_drift", "gate_quality", "gate_fairness", "gate_champion"):
-            with timed(timings[gate]):
+            with timed(timings[gate], gate):
                 getattr(pipeline, gate)(MODEL, trained, run_id)
-        with timed(timings["register_promote"]):
+        with timed(timings["register_promote"], "register_promote"):
             registered = pipeline.register(MODEL, trained, training_set, dag_id="bench", run_id=run_id)
             pipeline.promote(MODEL, registered["version"], actor="bench", reason="benchmark", dag_id="bench")
 
@@ -322,7 +324,6 @@ def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
 
 def online_lookup(root: Path, lookups: int = 300) -> dict[str, Any]:
     """One entity's feature vector from the online store of the last pipeline run (SQLite)."""
-    import pandas as pd
 
     from mlops import features
     from mlops.config import ModelConfig
@@ -330,19 +331,26 @@ def online_lookup(root: Path, lookups: int = 300) -> dict[str, Any]:
     cfg = ModelConfig.model_validate(bench_config())
     state = root / "state"
     with environment(state, root / "models"):
-        batch = next((state / "landing" / MODEL).glob("*.parquet"))
-        ids = pd.read_parquet(batch, columns=[cfg.entity.join_key])[cfg.entity.join_key].tolist()
-        store = features.get_store()
-        features.online_features(cfg, [ids[0]], store)  # warm up
-        samples = []
-        for i in range(lookups):
-            started = time.perf_counter()
-            features.online_features(cfg, [ids[(i * 7919) % len(ids)]], store)
-            samples.append((time.perf_counter() - started) * 1000)
+        latency = _lookup_latency(cfg, features.get_store(), state, lookups)
+    return {"store": "sqlite", "lookups": lookups, **latency}
+
+
+def _lookup_latency(cfg: Any, store: Any, state: Path, lookups: int) -> dict[str, float]:
+    """p50/p99 in ms of one entity's feature vector, over entities of the first landed batch."""
+    import pandas as pd
+
+    from mlops import features
+
+    batch = next((state / "landing" / MODEL).glob("*.parquet"))
+    ids = pd.read_parquet(batch, columns=[cfg.entity.join_key])[cfg.entity.join_key].tolist()
+    features.online_features(cfg, [ids[0]], store)  # warm up
+    samples = []
+    for i in range(lookups):
+        started = time.perf_counter()
+        features.online_features(cfg, [ids[(i * 7919) % len(ids)]], store)
+        samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return {
-        "store": "sqlite",
-        "lookups": lookups,
         "p50_ms": round(samples[len(samples) // 2], 3),
         "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
     }
@@ -353,7 +361,6 @@ REDIS_DB = 11  # a database of the local Redis that nothing else here uses; flus
 
 def redis_online(rows: int, days: int, root: Path, lookups: int = 300, url: str = "127.0.0.1:6379") -> dict[str, Any]:
     """The same rows materialized into Redis (Feast's Redis online store), then the same lookups."""
-    import pandas as pd
     import redis
 
     from mlops import features
@@ -384,22 +391,13 @@ def redis_online(rows: int, days: int, root: Path, lookups: int = 300, url: str 
             timing = Timing()
             with timed(timing):
                 loaded = features.materialize_interval(cfg, start, start + timedelta(days=days), store)
-            batch = next((state / "landing" / MODEL).glob("*.parquet"))
-            ids = pd.read_parquet(batch, columns=[cfg.entity.join_key])[cfg.entity.join_key].tolist()
-            features.online_features(cfg, [ids[0]], store)
-            samples = []
-            for i in range(lookups):
-                started = time.perf_counter()
-                features.online_features(cfg, [ids[(i * 7919) % len(ids)]], store)
-                samples.append((time.perf_counter() - started) * 1000)
+            latency = _lookup_latency(cfg, store, state, lookups)
     finally:
         client.flushdb()
-    samples.sort()
     return {
         "store": "redis",
         "lookups": lookups,
-        "p50_ms": round(samples[len(samples) // 2], 3),
-        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+        **latency,
         "materialize": timing.summary(),
         "materialize_rows_per_s": round(loaded / timing.seconds[0]) if timing.seconds[0] else None,
     }
@@ -685,6 +683,7 @@ def run(
     out_dir: Path,
     airflow_rows: int | None,
     drift_full_max_rows: int,
+    repeat_max_rows: int = 1_000_000,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -695,7 +694,7 @@ def run(
     results["dag_parse"] = dag_parse()
     for rows in sizes:
         # Long runs once; short ones repeated (the first of several is a warm-up for caches and imports).
-        reps = repeats if rows <= 1_000_000 else 1
+        reps = repeats if rows <= repeat_max_rows else 1
         timings = {stage: Timing() for stage in STAGES}
         root = work / str(rows)
         for rep in range(reps):
@@ -735,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench")
     parser.add_argument("--airflow-rows", type=int, default=1_000_000, help="rows for the real-Airflow run; 0: skip")
     parser.add_argument("--drift-full-max-rows", type=int, default=1_000_000, help="largest unsampled drift run")
+    parser.add_argument(
+        "--repeat-max-rows", type=int, default=1_000_000, help="sizes above this run once (default 1,000,000)"
+    )
     args = parser.parse_args(argv)
     if args.days < 2:
         parser.error("--days must be at least 2 (the last day is the holdout)")
@@ -747,6 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=args.out,
         airflow_rows=args.airflow_rows or None,
         drift_full_max_rows=args.drift_full_max_rows,
+        repeat_max_rows=args.repeat_max_rows,
     )
     print((args.out / "results.md").read_text())
     missed = [r for r in results["targets"] if r["met"] is False]
