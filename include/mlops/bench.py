@@ -245,10 +245,15 @@ def run_pipeline(rows: int, days: int, root: Path, timings: dict[str, Timing]) -
     """Every step in sequence in this process, on fresh state; adds one timing per stage."""
     from mlops import pipeline, scoring
 
-    state = root / "state"
-    shutil.rmtree(state, ignore_errors=True)
+    # A new folder per run, never a deleted and recreated one: MLflow keeps its SQLite engine per URI.
+    previous = root / "state"
+    if previous.is_symlink():
+        shutil.rmtree(previous.resolve(), ignore_errors=True)
+        previous.unlink()
+    state = root / f"state-{time.time_ns()}"
     models = write_models_dir(root)
     generate_batches(state / "landing" / MODEL, rows, days)
+    previous.symlink_to(state, target_is_directory=True)  # what the online lookups read afterwards
     scoring.clear_cache()
     with environment(state, models):
         intervals = [
