@@ -75,7 +75,7 @@ airflow: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLOPS_STATE_DIR)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-# Not part of `make test` (tests/bench/ runs a small smoke version). Takes about an hour on 2 cores.
+# Not part of `make test` (tests/bench/ runs a small smoke version). See README "Performance" for timings.
 bench: $(STAMP)
 	$(BIN)/python -m mlops.bench $(BENCH_ARGS)
 

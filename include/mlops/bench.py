@@ -250,6 +250,8 @@ def run_pipeline(rows: int, days: int, root: Path, timings: dict[str, Timing]) -
     if previous.is_symlink():
         shutil.rmtree(previous.resolve(), ignore_errors=True)
         previous.unlink()
+    elif previous.exists():  # left by an interrupted run
+        shutil.rmtree(previous)
     state = root / f"state-{time.time_ns()}"
     models = write_models_dir(root)
     generate_batches(state / "landing" / MODEL, rows, days)

@@ -1,8 +1,8 @@
 """A small version of `make bench`: the harness runs every measured step and writes its three outputs.
 
-The full benchmark (100k, 1M and 5M rows, and the run through real Airflow) takes about an hour on two
-cores, so `make test` runs this smoke version: 3,000 rows, two repeats (a second run on the same process), no real-Airflow phase (the
-scheduler-driven tests in tests/integration/ cover that path).
+The full benchmark (100k and 1M rows or more, and the run through real Airflow) takes the better part of
+an hour on two cores, so `make test` runs this smoke version: 3,000 rows, two repeats in one process, no
+real-Airflow phase (the scheduler-driven tests in tests/integration/ cover that path).
 """
 
 from __future__ import annotations
