@@ -45,3 +45,10 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     ):
         monkeypatch.delenv(name, raising=False)
     yield state
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests on the production stack last and together, so its services live only as long as needed."""
+    on_stack = [item for item in items if "production_stack" in getattr(item, "fixturenames", ())]
+    if on_stack:
+        items[:] = [item for item in items if item not in on_stack] + on_stack

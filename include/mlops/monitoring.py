@@ -179,29 +179,44 @@ def _days_with(model: str, prefix: str, name: str) -> list[str]:
     return sorted(days)
 
 
-def _newer_than_newest(candidates: list[str], done: list[str]) -> list[str]:
-    if not done:
+def _champion_window_end(model: str) -> str | None:
+    """Last day of the champion's training window (``lineage.training_window``), or None."""
+    from mlops.registry import CHAMPION, get_alias_version, version_tags
+
+    version = get_alias_version(model, CHAMPION)
+    if version is None:
+        return None
+    window = version_tags(model, version).get("lineage.training_window", "")
+    return window.split("..")[-1] if ".." in window else None
+
+
+def _backlog(model: str, candidates: list[str], done: list[str]) -> list[str]:
+    """Candidates newer than the newest done day and than the champion's training data; [] before any."""
+    window_end = _champion_window_end(model)
+    if not done or window_end is None:
         return []
-    return [day for day in candidates if day > done[-1]]
+    return [day for day in candidates if day > done[-1] and day > window_end]
 
 
 def scoring_backlog(model: str) -> list[str]:
-    """Validated days newer than the newest scored one.
+    """Validated days the champion has not seen, newer than the newest scored one.
 
     Airflow may merge a burst of ``features`` events into one run without listing every event among the
-    run's triggering events (apache/airflow issue 56749); scoring these days too means no validated batch
-    is left unscored. Empty before the first scoring, so a new deployment does not score its history.
+    run's triggering events (apache/airflow issue 56749); scoring these days too means no new batch is left
+    unscored. Days inside the champion's training window are never part of it (scoring and monitoring them
+    compares the model with its own training data), and it is empty before the first scoring, so a new
+    deployment does not score its history.
     """
     from mlops.pipeline import validated_days
 
     validated = [d.isoformat() for d in validated_days(model)]
-    return _newer_than_newest(validated, _days_with(model, "predictions", "champion.parquet"))
+    return _backlog(model, validated, _days_with(model, "predictions", "champion.parquet"))
 
 
 def monitoring_backlog(model: str) -> list[str]:
     """Scored days newer than the newest monitored one (the same merge guard as :func:`scoring_backlog`)."""
     scored = _days_with(model, "predictions", "champion.parquet")
-    return _newer_than_newest(scored, _days_with(model, "monitoring", "result.json"))
+    return _backlog(model, scored, _days_with(model, "monitoring", "result.json"))
 
 
 def _scoring_version(current: pd.DataFrame, model: str) -> str:

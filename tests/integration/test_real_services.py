@@ -43,7 +43,8 @@ def test_training_triggered_through_the_rest_api_runs_on_the_real_services(stack
         from mlops.settings import get_settings
 
         # The MLflow server (Postgres backend): the version, its aliases, lineage and the Param's effect.
-        client = MlflowClient(tracking_uri=stack.mlflow_uri)
+        # Both URIs explicit: an earlier test may have set the mlflow module's global registry URI.
+        client = MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
         assert client.get_model_version_by_alias(MODEL, "champion").version == version
         assert client.get_model_version_by_alias(MODEL, "challenger").version == version
         tags = client.get_model_version(MODEL, version).tags

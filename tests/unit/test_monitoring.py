@@ -276,7 +276,10 @@ def test_cooldown_counts_from_the_latest_training_run(state_dir: Path, mlflow_db
     assert cooldown_remaining("tumor_diagnosis", 30) == 0.0
 
 
-def test_backlogs_catch_days_whose_events_airflow_merged_away(state_dir: Path) -> None:
+def test_backlogs_catch_new_days_whose_events_airflow_merged_away(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops import monitoring
     from mlops.monitoring import monitoring_backlog, scoring_backlog
 
     lake = state_dir / "lake"
@@ -285,15 +288,22 @@ def test_backlogs_catch_days_whose_events_airflow_merged_away(state_dir: Path) -
         (lake / key).parent.mkdir(parents=True, exist_ok=True)
         (lake / key).write_bytes(b"")
 
-    for day in ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"):
-        touch(f"validated/{MODEL}/date={day}/batch.parquet")
-    assert scoring_backlog(MODEL) == []  # nothing scored yet: a new deployment does not score its history
-    touch(f"predictions/{MODEL}/date=2026-03-02/champion.parquet")
-    touch(f"predictions/{MODEL}/date=2026-03-02/shadow.parquet")
-    assert scoring_backlog(MODEL) == ["2026-03-03", "2026-03-04"]
-    assert monitoring_backlog(MODEL) == []
-    touch(f"predictions/{MODEL}/date=2026-03-03/champion.parquet")
-    touch(f"monitoring/{MODEL}/date=2026-03-02/result.json")
-    assert monitoring_backlog(MODEL) == ["2026-03-03"]
-    assert scoring_backlog(MODEL) == ["2026-03-04"]
-    assert scoring_backlog("tumor_diagnosis") == []
+    window_end: list[str | None] = [None]
+    monkeypatch.setattr(monitoring, "_champion_window_end", lambda model: window_end[0])
+    for day in range(1, 8):
+        touch(f"validated/{MODEL}/date=2026-03-0{day}/batch.parquet")
+    touch(f"predictions/{MODEL}/date=2026-03-01/champion.parquet")
+    assert scoring_backlog(MODEL) == []  # no champion: nothing to score with
+    window_end[0] = "2026-03-04"  # the champion trained on days up to 03-04
+    # Days it trained on are never in the backlog, only the new ones after the newest scored day.
+    assert scoring_backlog(MODEL) == ["2026-03-05", "2026-03-06", "2026-03-07"]
+    touch(f"predictions/{MODEL}/date=2026-03-06/champion.parquet")
+    touch(f"predictions/{MODEL}/date=2026-03-06/shadow.parquet")
+    assert scoring_backlog(MODEL) == ["2026-03-07"]
+    assert monitoring_backlog(MODEL) == []  # nothing monitored yet
+    touch(f"monitoring/{MODEL}/date=2026-03-01/result.json")
+    assert monitoring_backlog(MODEL) == ["2026-03-06"]
+    touch(f"predictions/{MODEL}/date=2026-03-07/champion.parquet")
+    touch(f"monitoring/{MODEL}/date=2026-03-06/result.json")
+    assert monitoring_backlog(MODEL) == ["2026-03-07"]
+    assert scoring_backlog(MODEL) == []
