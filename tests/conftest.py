@@ -35,16 +35,24 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     state.mkdir()
     monkeypatch.setenv("MLOPS_ENV", "local")
     monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
-    for name in (
+    names = (
         "MLFLOW_TRACKING_URI",
         "MLFLOW_REGISTRY_URI",
         "MLOPS_LANDING_URI",
         "MLOPS_LAKE_URI",
         "MLOPS_MODELS_DIR",
         "MLOPS_TRAINING_BACKEND",
-    ):
+    )
+    before = {name: os.environ.get(name) for name in names}
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     yield state
+    # mlflow.set_tracking_uri/set_registry_uri also export MLFLOW_*_URI: never let them outlive the test.
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -253,6 +253,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "MLOPS_STATE_DIR": str(root / "state"),
             "MLOPS_MODELS_DIR": str(models),
             "MLFLOW_TRACKING_URI": mlflow_uri,
+            "MLFLOW_REGISTRY_URI": mlflow_uri,  # never one inherited from an earlier test
             "MLOPS_LANDING_URI": f"s3://{buckets['landing']}/landing",
             "MLOPS_LAKE_URI": f"s3://{buckets['lake']}/lake",
             "MLOPS_S3_ENDPOINT_URL": endpoint,
