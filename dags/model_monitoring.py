@@ -64,7 +64,8 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
             if not intervals:
                 raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
             results = run_each(monitoring.monitor_interval, model, intervals)
-            drifted = [r for r in results if r.drift_detected]
+            # Drift on the champion's own training days is in the reports but is not news: no event.
+            drifted = [r for r in results if r.drift_detected and not r.in_training_window]
             breaches = [b for r in results for b in r.guardrail_breaches]
             breached_versions = sorted({r.champion_version for r in results if r.guardrail_breaches})
             return {

@@ -63,6 +63,8 @@ class MonitorResult:
     labelled_rows: int = 0
     mlflow_run_id: str = ""
     drift_methods: dict[str, str] = field(default_factory=dict)
+    # Inside the scoring version's own training window: drift is reported but is not news (no event).
+    in_training_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN becomes null) for XCom and logs."""
@@ -177,6 +179,17 @@ def _days_with(model: str, prefix: str, name: str) -> list[str]:
         if file == name and "/date=" in f"/{folder}":
             days.add(folder.rsplit("date=", 1)[1])
     return sorted(days)
+
+
+def _in_training_window(model: str, version: str, interval: str) -> bool:
+    """Whether ``interval`` is one of the days the version was trained on (``lineage.training_window``)."""
+    from mlops.registry import version_tags
+
+    window = version_tags(model, version).get("lineage.training_window", "")
+    if ".." not in window:
+        return False
+    first, last = window.split("..", 1)
+    return first <= interval[:10] <= last
 
 
 def _champion_window_end(model: str) -> str | None:
@@ -430,6 +443,7 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
         rows=len(current),
         labelled_rows=labelled_rows,
         drift_methods={c: str(info.get("method")) for c, info in columns.items()},
+        in_training_window=_in_training_window(model, version, interval),
     )
     run_id = _log_to_mlflow(result)
     result = replace(result, mlflow_run_id=run_id)
