@@ -57,10 +57,9 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
             from mlops import monitoring
 
             context = get_current_context()
-            intervals = requested_intervals(context, predictions_asset(model))
-            if context.get("triggering_asset_events"):
-                # Events Airflow merged without listing them (apache/airflow#56749) are not lost.
-                intervals = sorted({*intervals, *monitoring.monitoring_backlog(model)})
+            intervals = requested_intervals(
+                context, predictions_asset(model), lambda: monitoring.monitoring_backlog(model)
+            )
             if not intervals:
                 raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
             results = run_each(monitoring.monitor_interval, model, intervals)

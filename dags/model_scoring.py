@@ -51,10 +51,7 @@ def build_scoring_dag(model: str, owner: str) -> Any:
             from mlops import monitoring, scoring
 
             context = get_current_context()
-            intervals = requested_intervals(context, features_asset(model))
-            if context.get("triggering_asset_events"):
-                # Events Airflow merged without listing them (apache/airflow#56749) are not lost.
-                intervals = sorted({*intervals, *monitoring.scoring_backlog(model)})
+            intervals = requested_intervals(context, features_asset(model), lambda: monitoring.scoring_backlog(model))
             if not intervals:
                 from airflow.sdk.exceptions import AirflowSkipException
 

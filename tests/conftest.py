@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +14,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
-# Before anything imports Airflow: a throwaway AIRFLOW_HOME for the whole session.
-_SESSION_STATE = Path(os.environ.get("MLOPS_TEST_STATE", REPO / ".mlops" / "test-session"))
-os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_STATE / "airflow"))
+# Before anything imports Airflow: a fresh AIRFLOW_HOME of this session's own, never the demo's (which
+# `make` exports) nor an earlier session's, whose rows (e.g. encrypted watcher triggers) would leak in.
+_SESSION_STATE = Path(os.environ.get("MLOPS_TEST_STATE", REPO / ".mlops" / "test-session")) / f"pid-{os.getpid()}"
+shutil.rmtree(_SESSION_STATE, ignore_errors=True)
+(_SESSION_STATE / "airflow").mkdir(parents=True)
+atexit.register(shutil.rmtree, _SESSION_STATE, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = str(_SESSION_STATE / "airflow")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
-os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_SESSION_STATE / 'airflow' / 'airflow.db'}")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_STATE / 'airflow' / 'airflow.db'}"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
-(_SESSION_STATE / "airflow").mkdir(parents=True, exist_ok=True)
 
 pytest_plugins = ["production_stack"]
 

@@ -64,7 +64,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status < 500:
                     return
-        except (OSError, urllib.error.HTTPError) as exc:
+        except OSError as exc:  # HTTPError is one
             last = str(exc)
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer in {timeout:.0f} s: {last}")

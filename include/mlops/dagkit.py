@@ -98,13 +98,19 @@ def triggering_extras(context: Any, asset: Asset) -> list[dict[str, Any]]:
     return found
 
 
-def requested_intervals(context: Any, asset: Asset) -> list[str]:
-    """Intervals behind this run: from the triggering asset events, else the run's ``intervals`` Param."""
+def requested_intervals(context: Any, asset: Asset, backlog: Callable[[], list[str]] | None = None) -> list[str]:
+    """Intervals behind this run: from the triggering asset events, else the run's ``intervals`` Param.
+
+    An event-triggered run also takes ``backlog()``: Airflow may merge a burst of events into one run
+    without listing them all (apache/airflow#56749), so the step names the days it has not handled yet.
+    """
     found: set[str] = set()
     for extra in triggering_extras(context, asset):
         found.update(extra.get("intervals") or [])
         if extra.get("interval"):
             found.add(extra["interval"])
+    if backlog is not None and context.get("triggering_asset_events"):
+        found.update(backlog())
     if not found:
         found.update(context["params"].get("intervals") or [])
     return sorted(found)

@@ -181,26 +181,25 @@ def _days_with(model: str, prefix: str, name: str) -> list[str]:
     return sorted(days)
 
 
-def _in_training_window(model: str, version: str, interval: str) -> bool:
-    """Whether ``interval`` is one of the days the version was trained on (``lineage.training_window``)."""
+def _training_window(model: str, version: str) -> tuple[str, str] | None:
+    """First and last day the version was trained on (its ``lineage.training_window`` tag), or None."""
     from mlops.registry import version_tags
 
-    window = version_tags(model, version).get("lineage.training_window", "")
-    if ".." not in window:
-        return False
-    first, last = window.split("..", 1)
-    return first <= interval[:10] <= last
+    first, sep, last = version_tags(model, version).get("lineage.training_window", "").partition("..")
+    return (first, last) if sep else None
+
+
+def _in_training_window(model: str, version: str, interval: str) -> bool:
+    window = _training_window(model, version)
+    return window is not None and window[0] <= interval[:10] <= window[1]
 
 
 def _champion_window_end(model: str) -> str | None:
-    """Last day of the champion's training window (``lineage.training_window``), or None."""
-    from mlops.registry import CHAMPION, get_alias_version, version_tags
+    from mlops.registry import CHAMPION, get_alias_version
 
     version = get_alias_version(model, CHAMPION)
-    if version is None:
-        return None
-    window = version_tags(model, version).get("lineage.training_window", "")
-    return window.split("..")[-1] if ".." in window else None
+    window = _training_window(model, version) if version is not None else None
+    return window[1] if window else None
 
 
 def _backlog(model: str, candidates: list[str], done: list[str]) -> list[str]:

@@ -198,21 +198,20 @@ class AirflowServices:
             )
             return ti.start_date if ti else None
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+    def _task_instances(self, dag_id: str, run_id: str) -> list[tuple[str, str, int]]:
+        """(task_id, state, try_number) of every task instance of the run."""
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
 
         with create_session() as session:
             tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
-            return {ti.task_id: str(ti.state) for ti in tis}
+            return [(ti.task_id, str(ti.state), int(ti.try_number)) for ti in tis]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {task_id: state for task_id, state, _ in self._task_instances(dag_id, run_id)}
 
     def try_numbers(self, dag_id: str, run_id: str) -> dict[str, int]:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id).all()
-            return {ti.task_id: int(ti.try_number) for ti in tis}
+        return {task_id: tries for task_id, _, tries in self._task_instances(dag_id, run_id)}
 
     def wait(self, what: str, condition: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
         """Poll until ``condition()`` is truthy; fail with what we waited for."""
