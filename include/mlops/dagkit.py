@@ -51,7 +51,7 @@ def labels_asset(model: str) -> Asset:
 
 def landing_flag(cfg: ModelConfig) -> Path | None:
     """The ready flag the landing watcher waits for, or None (no flag configured, or landing on S3)."""
-    from mlops.settings import get_settings
+    from mlops.settings import SettingsError, get_settings
 
     if not cfg.source.ready_flag:
         return None
@@ -61,7 +61,7 @@ def landing_flag(cfg: ModelConfig) -> Path | None:
     if not landing.startswith("/"):
         try:
             root = get_settings().landing_uri.removeprefix("file://")
-        except Exception:  # an incomplete production environment: the tasks report it, parsing must not fail
+        except SettingsError:  # an incomplete production environment: the tasks report it, parsing must not fail
             return None
         if "://" in root:
             return None

@@ -485,6 +485,7 @@ def _feature_service(store: FeatureStore, name: str) -> Any:
 
 
 def _online_column(values: list[Any], numeric: bool) -> np.ndarray:
+    """:func:`_feature_values` for a plain list: one pandas Series per column would cost ~50 us each."""
     if numeric:
         return np.array([np.nan if v is None else v for v in values], dtype="float64")
     return np.array([np.nan if v is None else v for v in values], dtype=object)
