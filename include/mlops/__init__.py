@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
+from mlops import feastboot as _feastboot
+
 __version__ = "0.1.0"
+
+_feastboot.install()  # Feast without typeguard's import-time recompilation (see mlops.feastboot)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import ibis
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
 from feast.feature_view import FeatureView
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 ROW_ID = "__mlops_row_id"
 """Column added to the entity frame so results can be re-aligned with the label rows."""
 
-_ONE_MICROSECOND = timedelta(microseconds=1)
 _log = logging.getLogger(__name__)
 
 
@@ -418,50 +418,92 @@ def _empty_labels(cfg: ModelConfig) -> pd.DataFrame:
     )
 
 
-def _rows_in_window(cfg: ModelConfig, start: datetime, end: datetime) -> int:
-    """Rows whose event timestamp is in ``[start, end)``, across all partitions (what Feast reads)."""
-    ts = f"CAST({_quote(cfg.timestamp_column)} AS TIMESTAMPTZ)"
-    frame = _query_lake(
-        cfg,
-        f"SELECT count(*) AS n FROM {{files}} WHERE {ts} >= $start AND {ts} < $end",
-        {"start": start, "end": end},
-    )
-    return 0 if frame is None else int(frame["n"].iloc[0])
-
-
 # --------------------------------------------------------------------------------------------------
 # Materialization and online reads
 # --------------------------------------------------------------------------------------------------
 
 
 def materialize_interval(cfg: ModelConfig, start: datetime, end: datetime, store: FeatureStore | None = None) -> int:
-    """Load the latest value per entity with event time in ``[start, end)`` into the online store.
+    """Load the latest row per entity of the batches dated in ``[start, end)`` into the online store.
 
-    Feast's bound is inclusive, so the end is pulled back one microsecond; rerunning an interval
-    writes the same values again (idempotent). Returns the number of source rows in the window.
-    Backfilling an interval older than one already loaded overwrites newer values in SQLite (Redis
-    keeps the newer ones), so that case is logged as a warning.
+    Selection is by batch (partition) date, like training windows: a batch's rows go online with
+    the interval they arrived in, including rows stamped up to the freshness limit before it, and no
+    other interval's batch is read again. The latest row per entity (event time, then the later
+    batch file and row) is written; the online stores never move an entity back in time, so
+    rerunning or backfilling an interval is idempotent. Returns the number of source rows read.
+
+    On the local entity-row SQLite store the Arrow result is written in one statement batch
+    (:meth:`~mlops.online_store.EntityRowSqliteOnlineStore.write_arrow`); any other store (Redis in
+    production) gets it through Feast's ``write_to_online_store`` in chunks of
+    :data:`ONLINE_WRITE_CHUNK` rows. The interval is recorded in the registry like
+    ``feast materialize`` does.
     """
+    from mlops.online_store import EntityRowSqliteOnlineStore
+
     start, end = _to_utc(start), _to_utc(end)
     if end <= start:
         raise ValueError(f"empty materialization interval [{start}, {end})")
-    rows = _rows_in_window(cfg, start, end)
-    if rows == 0:
-        return 0  # DuckDB fails on a glob without files; nothing to load anyway
+    latest, rows = _latest_rows(cfg, start, end)
+    if latest is None or rows == 0:
+        return 0
     store = store or get_store()
     view = store.get_feature_view(cfg.feature_view)
-    later = [e for _, e in view.materialization_intervals if _to_utc(e) > end]
-    if later:
-        _log.warning(
-            "%s: materializing [%s, %s) after a later interval (up to %s) was loaded; online values "
-            "of entities seen in both may go back in time until the later interval is rerun",
-            cfg.feature_view,
-            start,
-            end,
-            max(later),
-        )
-    store.materialize(start_date=start, end_date=end - _ONE_MICROSECOND, feature_views=[cfg.feature_view])
+    online = store._get_provider().online_store
+    if isinstance(online, EntityRowSqliteOnlineStore):
+        online.write_arrow(store.config, view, latest, cfg.timestamp_column)
+    else:
+        for offset in range(0, latest.num_rows, ONLINE_WRITE_CHUNK):
+            chunk = latest.slice(offset, ONLINE_WRITE_CHUNK).to_pandas()
+            store.write_to_online_store(cfg.feature_view, df=chunk)
+    store.registry.apply_materialization(view, store.project, start, end)
     return rows
+
+
+ONLINE_WRITE_CHUNK = 50_000
+"""Rows per ``write_to_online_store`` call for stores without an Arrow writer (bounds memory)."""
+
+
+def _latest_rows(cfg: ModelConfig, start: datetime, end: datetime) -> tuple[pa.Table | None, int]:
+    """Latest row per entity of the partitions dated in ``[start, end)``, with the rows read.
+
+    Numeric features come back as DOUBLE (the view's Float64), the others as VARCHAR.
+    """
+    import duckdb
+
+    lo, hi = _first_partition_date(start).isoformat(), _first_partition_date(end).isoformat()
+    if lo >= hi:
+        return None, 0
+    sync_validated(cfg)
+    pattern = _source_glob(cfg, validated_root())
+    if "://" not in pattern and not glob.glob(pattern):
+        return None, 0
+    key, ts = _quote(cfg.entity.join_key), _quote(cfg.timestamp_column)
+    numeric = set(cfg.features.numeric)
+    values = ", ".join(
+        f"CAST({_quote(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {_quote(c)}" for c in cfg.stored_columns
+    )
+    sql = (
+        f"SELECT {key}, CAST({ts} AS TIMESTAMPTZ) AS {ts}, {values}, count(*) OVER () AS __rows "
+        "FROM read_parquet($pattern, union_by_name=true, hive_partitioning=true, "
+        "hive_types={'date': 'VARCHAR'}, filename=true, file_row_number=true) "
+        f"WHERE date >= $lo AND date < $hi "
+        f"QUALIFY row_number() OVER (PARTITION BY {key} "
+        f"ORDER BY {ts} DESC, date DESC, filename DESC, file_row_number DESC) = 1"
+    )
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        table = con.sql(sql, params={"pattern": pattern, "lo": lo, "hi": hi}).to_arrow_table()
+    except duckdb.IOException as exc:
+        if "No files found" in str(exc):
+            return None, 0
+        raise
+    finally:
+        con.close()
+    if table.num_rows == 0:
+        return None, 0
+    rows = int(table.column("__rows")[0].as_py())
+    return table.drop_columns(["__rows"]), rows
 
 
 def _coerce_keys(cfg: ModelConfig, keys: pd.Series) -> pd.Series:

@@ -164,6 +164,33 @@ def _write_parquet(df: pd.DataFrame, uri: str) -> None:
     open_store(parent).put(name, buffer.getvalue())
 
 
+SCHEMA_SAMPLE_ROWS = 10_000
+
+
+def dataset_input(frame: pd.DataFrame, *, source: str, name: str) -> Any:
+    """An MLflow dataset of ``frame`` for ``log_input``, built in time linear in its rows.
+
+    MLflow's ``from_pandas`` infers the schema from every cell (77 s for two frames of 1M rows x 36
+    columns here) and maps ``type`` over every cell for a digest of only the first 10,000 rows
+    (9 s). Here the digest hashes every row (pandas' vectorised row hash), and the schema is
+    inferred from the first :data:`SCHEMA_SAMPLE_ROWS` rows: the columns' types are already fixed
+    by the validation gate, so more rows cannot change them.
+    """
+    import hashlib
+
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.pandas_dataset import PandasDataset
+    from mlflow.models import infer_signature
+
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(rows.tobytes() + ",".join(map(str, frame.columns)).encode()).hexdigest()[:12]
+    dataset = PandasDataset(df=frame, source=resolve_dataset_source(source), name=name, digest=digest)
+    # ``schema`` is a functools.cached_property: a value in the instance dict is used as is.
+    dataset.__dict__["schema"] = infer_signature(frame.head(SCHEMA_SAMPLE_ROWS)).inputs
+    return dataset
+
+
 def train(
     cfg: ModelConfig,
     training_set_uri: str,
@@ -175,7 +202,6 @@ def train(
 ) -> dict[str, Any]:
     """Fit, evaluate on the time-based holdout, log everything to MLflow; return a small result."""
     import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     from mlops.tracking import configure, directory_checksum, ensure_experiment
@@ -220,11 +246,8 @@ def train(
             }
         )
         mlflow.log_metrics({**{f"holdout_{k}": v for k, v in metrics.items()}, "fit_seconds": fit_seconds})
-        mlflow.log_input(
-            from_pandas(train_df, source=training_set_uri, name="training_set"),
-            context="training",
-        )
-        mlflow.log_input(from_pandas(holdout_df, source=holdout_uri, name="holdout"), context="holdout")
+        mlflow.log_input(dataset_input(train_df, source=training_set_uri, name="training_set"), context="training")
+        mlflow.log_input(dataset_input(holdout_df, source=holdout_uri, name="holdout"), context="holdout")
         signature = infer_signature(x_hold.head(100), proba[:100])
         info = mlflow.sklearn.log_model(
             pipeline,

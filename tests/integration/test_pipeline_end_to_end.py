@@ -80,7 +80,7 @@ def test_bad_batch_is_quarantined_and_stops_the_run(state_dir: Path, run_dag: Ca
     assert list(quarantine.rglob("report.html"))
     assert list((state_dir / "lake" / "raw" / model / "objects").rglob("*.csv"))  # raw kept
     assert not (state_dir / "lake" / "validated" / model).exists()
-    assert not (state_dir / "feast" / "online.db").exists()  # materialize never ran
+    assert not (state_dir / "feast" / "online_rows.db").exists()  # materialize never ran
 
 
 def test_failed_gate_leaves_champion_untouched(

@@ -59,6 +59,16 @@ def test_training_cli_logs_model_and_writes_result(state_dir: Path, tmp_path: Pa
     assert run.data.tags["airflow.dag_run_id"] == "t1"
     assert run.data.tags["model_sha256"] == result["model_sha256"]
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
+    # Lineage of the data: both frames as dataset inputs, with every column typed and counted rows.
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training_set", "holdout"}
+    assert {t.key: t.value for t in inputs["training_set"].tags}["mlflow.data.context"] == "training"
+    assert json.loads(inputs["training_set"].dataset.profile)["num_rows"] == result["rows_train"]
+    assert json.loads(inputs["holdout"].dataset.profile)["num_rows"] == result["rows_holdout"]
+    columns = [c["name"] for c in json.loads(inputs["training_set"].dataset.schema)["mlflow_colspec"]]
+    assert set(columns) == set(pd.read_parquet(uri).columns)
+    assert inputs["training_set"].dataset.digest != inputs["holdout"].dataset.digest
+    assert inputs["holdout"].dataset.source == json.dumps({"uri": holdout})
 
 
 def test_training_cli_rejects_bad_estimator_params(state_dir: Path, tmp_path: Path) -> None:
@@ -159,3 +169,15 @@ def test_register_aliases_and_history(state_dir: Path, tmp_path: Path) -> None:
     assert forward is not None
     assert (forward.from_version, forward.to_version) == (v1, v2)
     assert len(registry.alias_history("tumor_diagnosis", registry.CHAMPION)) == 4
+
+
+def test_dataset_input_digest_covers_every_row_and_schema_every_column() -> None:
+    frame = pd.DataFrame({"a": range(30_000), "b": ["x"] * 30_000, "t": pd.Timestamp("2026-03-01", tz="UTC")})
+    first = train.dataset_input(frame, source="/lake/ts.parquet", name="training_set")
+    again = train.dataset_input(frame.copy(), source="/lake/ts.parquet", name="training_set")
+    late_change = frame.copy()
+    late_change.loc[29_999, "b"] = "y"  # beyond MLflow's own 10,000-row digest
+    changed = train.dataset_input(late_change, source="/lake/ts.parquet", name="training_set")
+    assert first.digest == again.digest != changed.digest
+    assert first.schema is not None and first.schema.input_names() == ["a", "b", "t"]
+    assert first.profile == {"num_rows": 30_000, "num_elements": 90_000}

@@ -7,6 +7,7 @@ parquet partitions) under tmp_path through ``mlops.features.get_store``.
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,183 @@ def test_labels_for_window_selects_partitions_by_date(settings: Settings, name: 
     assert features.labels_for_window(cfg, DAY0 + 9 * day, DAY0 + 10 * day).empty
     naive = datetime(2024, 3, 1)
     assert len(features.labels_for_window(cfg, naive, naive + day)) == 1
+
+
+def _write_batch(cfg: ModelConfig, settings: Settings, day: pd.Timestamp, frame: pd.DataFrame) -> None:
+    """One validated batch file in the partition of ``day``, whatever its rows' timestamps."""
+    folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day.date().isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame).to_numpy().tobytes()).hexdigest()[:16]
+    frame.to_parquet(folder / f"{digest}.parquet", index=False)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_materialize_loads_whole_batches_and_never_goes_back_in_time(settings: Settings, name: str) -> None:
+    cfg = _cfg(name)
+    day = timedelta(days=1)
+    column = _first_numeric(cfg)
+    # The batch of DAY0+1 carries a late row of entity 1, stamped the evening before.
+    _write_batch(cfg, settings, DAY0 + day, _rows(cfg, [1, 2], [DAY0 + timedelta(hours=20), DAY0 + day], [3.0, 4.0]))
+    # The batch of DAY0 holds older values of 1 and 2, and entity 5 seen nowhere else.
+    older = _rows(cfg, [1, 2, 5], [DAY0 + timedelta(hours=10), DAY0 + timedelta(hours=12), DAY0], [1.0, 2.0, 6.0])
+    _write_batch(cfg, settings, DAY0, older)
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+    keys = [_key(cfg, i) for i in (1, 2, 5)]
+
+    assert features.materialize_interval(cfg, DAY0 + day, DAY0 + 2 * day, store) == 2
+    first = features.online_features(cfg, keys, store)[column].tolist()
+    assert first[:2] == [3.0, 4.0] and pd.isna(first[2])  # the late row came with its batch
+
+    assert features.materialize_interval(cfg, DAY0, DAY0 + day, store) == 3  # a backfill of the older batch
+    assert features.online_features(cfg, keys, store)[column].tolist() == [3.0, 4.0, 6.0]
+    recorded = {(s.date(), e.date()) for s, e in store.get_feature_view(cfg.feature_view).materialization_intervals}
+    assert recorded == {((DAY0 + day).date(), (DAY0 + 2 * day).date()), (DAY0.date(), (DAY0 + day).date())}
+
+
+def test_online_store_serves_what_feast_writes_through_its_own_api(settings: Settings) -> None:
+    cfg = _cfg("credit_risk")
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+    frame = _rows(cfg, [1, 2], [DAY0, DAY0 + timedelta(hours=1)], [1.5, 7.0])
+    frame.loc[1, _first_numeric(cfg)] = np.nan
+    text = next(c for c in cfg.stored_columns if c not in cfg.features.numeric)
+    frame.loc[0, text] = None
+    store.write_to_online_store(
+        cfg.feature_view, df=frame[[cfg.entity.join_key, cfg.timestamp_column, *cfg.stored_columns]]
+    )
+    online = features.online_features(cfg, [1, 2, 3], store)
+    assert online[_first_numeric(cfg)].iloc[0] == 1.5
+    assert pd.isna(online[_first_numeric(cfg)].iloc[1])
+    assert pd.isna(online[text].iloc[0]) and online[text].iloc[1] == frame[text].iloc[1]
+    assert online.iloc[2, 1:].isna().all()  # never written: all features missing, the row kept
+
+
+def test_online_store_adds_columns_for_new_features_and_refuses_composite_keys(settings: Settings) -> None:
+    from feast import Entity, FeatureView, Field
+    from feast.types import Float64
+
+    from mlops.online_store import EntityRowSqliteOnlineStore, OnlineStoreLayoutError
+
+    cfg = _cfg("credit_risk")
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+    frame = _rows(cfg, [1], [DAY0], [2.0])
+    _write_batch(cfg, settings, DAY0, frame)
+    features.materialize_interval(cfg, DAY0, DAY0 + timedelta(days=1), store)
+
+    view = store.get_feature_view(cfg.feature_view)
+    grown = FeatureView(
+        name=view.name,
+        entities=[store.get_entity(cfg.entity.name)],
+        schema=[*view.schema, Field(name="new_ratio", dtype=Float64)],
+        source=view.batch_source,
+        ttl=view.ttl,
+    )
+    online = EntityRowSqliteOnlineStore()
+    online.update(store.config, [], [grown], [], [], partial=False)
+    ((timestamp, values),) = online.online_read(store.config, grown, [_entity_key(cfg, 1)])
+    assert timestamp == DAY0.to_pydatetime()
+    assert values is not None and values["new_ratio"].WhichOneof("val") is None  # old rows: missing
+    assert values[_first_numeric(cfg)].double_val == 2.0
+
+    second = Entity(name="branch", join_keys=["branch_id"])
+    composite = FeatureView(
+        name="two_keys",
+        entities=[store.get_entity(cfg.entity.name), second],
+        schema=[*view.schema, Field(name="branch_id", dtype=Float64)],
+        source=view.batch_source,
+    )
+    with pytest.raises(OnlineStoreLayoutError, match="exactly one join key"):
+        online.update(store.config, [], [composite], [], [], partial=False)
+
+
+def _entity_key(cfg: ModelConfig, i: int) -> Any:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    value = Value(int64_val=i) if cfg.entity.dtype == "int64" else Value(string_val=_key(cfg, i))
+    return EntityKey(join_keys=[cfg.entity.join_key], entity_values=[value])
+
+
+REDIS_TEST_DB = 12  # of the local Redis; flushed before and after (the bench uses 11, the stack 13)
+
+
+def test_redis_and_local_online_stores_serve_the_same_values(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production's Redis store is loaded through Feast's write API in chunks, the local store by
+    its Arrow writer: both must serve the same frame for the same batches."""
+    import redis
+    import yaml
+    from feast import FeatureStore
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_TEST_DB)
+    client.ping()  # Redis runs here and in CI; a missing one is a failure, not a skip
+    cfg = _cfg("credit_risk")
+    rng = np.random.default_rng(3)
+    ids = [int(i) for i in rng.integers(0, 40, 120)]
+    times = [DAY0 + timedelta(minutes=int(m)) for m in rng.integers(0, 3 * 24 * 60, 120)]
+    frame = _rows(cfg, ids, times, [float(v) for v in rng.normal(size=120)])
+    frame.loc[::7, _first_numeric(cfg)] = np.nan
+    _write(cfg, settings, frame)
+    local = features.get_store(settings)
+    yaml_file = tmp_path / "redis_store.yaml"
+    config = yaml.safe_load((REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    config["registry"]["path"] = str(tmp_path / "redis_registry.db")
+    config["online_store"] = {"type": "redis", "connection_string": f"127.0.0.1:6379,db={REDIS_TEST_DB}"}
+    yaml_file.write_text(yaml.safe_dump(config))
+    remote = FeatureStore(repo_path=str(REPO_ROOT / "feature_repo"), fs_yaml_file=yaml_file)
+    monkeypatch.setattr(features, "ONLINE_WRITE_CHUNK", 16)  # several write_to_online_store calls
+    client.flushdb()
+    try:
+        for store in (local, remote):
+            features.apply(cfg, store)
+            for offset in (0, 1, 2):
+                start = DAY0 + timedelta(days=offset)
+                features.materialize_interval(cfg, start, start + timedelta(days=1), store)
+        keys = [*sorted(set(ids)), 999]
+        served_local = features.online_features(cfg, keys, local)
+        served_remote = features.online_features(cfg, keys, remote)
+    finally:
+        client.flushdb()
+    pd.testing.assert_frame_equal(served_local, served_remote)
+    latest = frame.sort_values(cfg.timestamp_column).groupby(cfg.entity.join_key).tail(1).set_index(cfg.entity.join_key)
+    expected = latest.loc[sorted(set(ids)), _first_numeric(cfg)].to_numpy()
+    np.testing.assert_array_equal(served_local[_first_numeric(cfg)].to_numpy()[:-1], expected)
+    assert served_local.iloc[-1, 1:].isna().all()
+
+
+@pytest.mark.parametrize("keep_checks", [False, True])
+def test_feast_is_imported_without_typeguard_unless_asked(keep_checks: bool, tmp_path: Path) -> None:
+    """In a fresh interpreter: Feast's constructors lose typeguard's checks, other code keeps them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import mlops.features, feast, typeguard\n"
+        "def outside(x: int) -> int:\n"
+        "    return x\n"
+        "checked = typeguard.typechecked(outside)\n"
+        "try:\n"
+        "    checked('not an int')\n"
+        "    print('outside: unchecked')\n"
+        "except typeguard.TypeCheckError:\n"
+        "    print('outside: checked')\n"
+        "try:\n"
+        "    feast.Entity(name='e', join_keys=['k'], description=123)\n"
+        "    print('feast: unchecked')\n"
+        "except typeguard.TypeCheckError:\n"
+        "    print('feast: checked')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_FEAST_TYPECHECKS"}
+    if keep_checks:
+        env["MLOPS_FEAST_TYPECHECKS"] = "1"
+    env["PYTHONPATH"] = str(REPO_ROOT / "include")
+    script = tmp_path / "probe.py"  # typeguard instruments from source: a file, not -c
+    script.write_text(probe)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "outside: checked" in out
+    assert ("feast: checked" if keep_checks else "feast: unchecked") in out
