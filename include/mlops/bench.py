@@ -97,50 +97,55 @@ def machine() -> dict[str, Any]:
 
 
 class PeakRss:
-    """Samples the RSS of this process plus its children (the training CLI is one) every 50 ms."""
+    """Samples every 50 ms the RSS of this process plus its children (the training CLI is one): their
+    sum (``peak``) and the largest single process (``peak_process``, what a task's pod or worker needs)."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak = 0
+        self.peak_process = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    def _sample(self) -> None:
         import psutil
 
         me = psutil.Process()
-        total = me.memory_info().rss
+        sizes = [me.memory_info().rss]
         for child in me.children(recursive=True):
             try:
-                total += child.memory_info().rss
+                sizes.append(child.memory_info().rss)
             except psutil.Error:
                 continue
-        return int(total)
+        self.peak = max(self.peak, int(sum(sizes)))
+        self.peak_process = max(self.peak_process, int(max(sizes)))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self._sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRss:
-        self.peak = self._sample()
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self._sample()
 
 
 @dataclass
 class Timing:
     seconds: list[float] = field(default_factory=list)
     peak_rss: list[int] = field(default_factory=list)
+    peak_process: list[int] = field(default_factory=list)
 
-    def add(self, seconds: float, peak: int) -> None:
+    def add(self, seconds: float, peak: int, peak_process: int = 0) -> None:
         self.seconds.append(seconds)
         self.peak_rss.append(peak)
+        self.peak_process.append(peak_process or peak)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -149,6 +154,7 @@ class Timing:
             "max_s": round(max(self.seconds), 3),
             "runs": len(self.seconds),
             "peak_rss_mib": round(max(self.peak_rss) / 2**20, 1),
+            "peak_process_mib": round(max(self.peak_process) / 2**20, 1),
         }
 
 
@@ -158,9 +164,13 @@ def timed(timing: Timing, label: str = "") -> Iterator[None]:
         started = time.perf_counter()
         yield
         elapsed = time.perf_counter() - started
-    timing.add(elapsed, rss.peak)
+    timing.add(elapsed, rss.peak, rss.peak_process)
     if label:
-        print(f"  {label}: {elapsed:.2f} s, peak {rss.peak / 2**20:,.0f} MiB", flush=True)
+        print(
+            f"  {label}: {elapsed:.2f} s, peak {rss.peak / 2**20:,.0f} MiB "
+            f"(largest process {rss.peak_process / 2**20:,.0f} MiB)",
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------------------- workload
@@ -339,6 +349,41 @@ def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
         }
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def validate_at_scale(rows: int, root: Path) -> dict[str, Any]:
+    """The GX gate on all ``rows`` as ONE batch (the pipeline stage validates one batch per day)."""
+    import pandas as pd
+
+    from mlops import validate
+    from mlops.config import ModelConfig
+
+    cfg = ModelConfig.model_validate(bench_config())
+    work = root / "gx-one-batch"
+    shutil.rmtree(work, ignore_errors=True)
+    n_days = days_for(rows, 1)
+    generate_batches(work / "batches", rows, n_days)
+    frame = pd.concat([pd.read_parquet(f) for f in sorted((work / "batches").glob("*.parquet"))], ignore_index=True)
+    start = datetime.combine(START, datetime.min.time(), tzinfo=UTC)
+    timing = Timing()
+    with timed(timing):
+        outcome = validate.validate_batch(
+            frame,
+            cfg,
+            batch_id=f"bench-{rows}",
+            interval_start=start,
+            interval_end=start + timedelta(days=n_days),
+            gx_root=work / "gx",
+            report_path=work / "report.html",
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "rows": len(frame),
+        "expectations": outcome.statistics["evaluated_expectations"],
+        "success": outcome.success,
+        "failures": outcome.failures,
+        **timing.summary(),
+    }
 
 
 def online_lookup(root: Path, lookups: int = 300) -> dict[str, Any]:
@@ -569,7 +614,14 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     one_m = sizes.get(1_000_000)
     if one_m:
-        add("GX validation of 1M rows (s)", one_m["stages"]["validate"]["median_s"], TARGETS["validate_1m_s"])
+        if "validate_one_batch" in one_m:
+            add(
+                "GX validation of 1M rows, one batch (s)",
+                one_m["validate_one_batch"]["median_s"],
+                TARGETS["validate_1m_s"],
+            )
+        else:  # older results: the stage, one batch per day
+            add("GX validation of 1M rows (s)", one_m["stages"]["validate"]["median_s"], TARGETS["validate_1m_s"])
         add(
             "materialize 1M rows (rows/s)",
             one_m["materialize_rows_per_s"],
@@ -577,7 +629,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             higher_is_better=True,
         )
         add("training set for 1M labels (s)", one_m["stages"]["training_set"]["median_s"], TARGETS["training_set_1m_s"])
-        add("peak RSS, 1M in-process (GiB)", one_m["peak_rss_mib"] / 1024, TARGETS["peak_rss_gib"])
+        # The target is per process; older results have only the sum over the process and its children.
+        peak = one_m.get("peak_process_mib", one_m["peak_rss_mib"])
+        add("peak RSS of any process, 1M in-process (GiB)", peak / 1024, TARGETS["peak_rss_gib"])
         if "drift" in one_m:
             add("Evidently drift 1M vs 1M x 32 (s)", one_m["drift"]["sampled"]["median_s"], TARGETS["drift_1m_s"])
         five_m = sizes.get(5_000_000)
@@ -623,7 +677,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         "| stage | "
         + " | ".join(
-            f"{int(s):,} rows / {v.get('days', '?')} days: median s (min-max), peak MiB"
+            f"{int(s):,} rows / {v.get('days', '?')} days: median s (min-max), peak MiB (largest process)"
             for s, v in results["sizes"].items()
         )
         + " |",
@@ -633,15 +687,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         cells = []
         for size in results["sizes"].values():
             t = size["stages"][stage]
-            cells.append(f"{t['median_s']:.2f} ({t['min_s']:.2f}-{t['max_s']:.2f}), {t['peak_rss_mib']:,.0f}")
+            largest = f" ({t['peak_process_mib']:,.0f})" if "peak_process_mib" in t else ""
+            cells.append(f"{t['median_s']:.2f} ({t['min_s']:.2f}-{t['max_s']:.2f}), {t['peak_rss_mib']:,.0f}{largest}")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     totals = [f"{size['total_s']:.1f}" for size in results["sizes"].values()]
     lines.append("| **total (plain Python)** | " + " | ".join(totals) + " |")
     lines += [
         "",
         "| rows | materialize rows/s (SQLite / Redis) | lookup p50/p99 ms (SQLite / Redis) | "
-        "drift s: sampled / every row | drifted features: sampled / every row |",
-        "|---|---|---|---|---|",
+        "drift s: sampled / every row | drifted features: sampled / every row | GX gate, all rows as one batch (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for rows, size in results["sizes"].items():
         sq, rd, dr = size.get("online", {}), size.get("online_redis", {}), size.get("drift", {})
@@ -652,7 +707,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{_fmt(sq.get('p50_ms'))}/{_fmt(sq.get('p99_ms'))} / {_fmt(rd.get('p50_ms'))}/{_fmt(rd.get('p99_ms'))} | "
             f"{_fmt(sampled.get('median_s'))} / {_fmt(full.get('median_s'))} | "
             f"{len(sampled.get('drifted_features', []))} / "
-            f"{len(full['drifted_features']) if full else '-'} |"
+            f"{len(full['drifted_features']) if full else '-'} | "
+            f"{_fmt(size.get('validate_one_batch', {}).get('median_s'))} |"
         )
     airflow = results.get("airflow")
     if airflow:
@@ -742,8 +798,11 @@ def run(
             "stages": stages,
             "total_s": round(sum(s["median_s"] for s in stages.values()), 2),
             "peak_rss_mib": max(s["peak_rss_mib"] for s in stages.values()),
+            "peak_process_mib": max(s["peak_process_mib"] for s in stages.values()),
             "materialize_rows_per_s": round(rows / stages["materialize"]["median_s"]),
         }
+        progress(f"{rows:,} rows: GX gate on one batch of every row")
+        size["validate_one_batch"] = validate_at_scale(rows, root)
         progress(f"{rows:,} rows: online lookups")
         size["online"] = online_lookup(root)
         size["online_redis"] = redis_online(rows, n_days, root)

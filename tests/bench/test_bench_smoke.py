@@ -24,6 +24,7 @@ def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Pa
     for stage, timing in size["stages"].items():
         assert timing["runs"] == 2 and timing["min_s"] <= timing["median_s"] <= timing["max_s"], stage
         assert timing["median_s"] > 0 and timing["peak_rss_mib"] > 50, stage
+        assert 50 < timing["peak_process_mib"] <= timing["peak_rss_mib"], stage
     assert size["total_s"] == round(sum(t["median_s"] for t in size["stages"].values()), 2)
 
     # Drift at scale: the planted shift is found with the gate's sampling and on every row.
@@ -31,6 +32,11 @@ def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Pa
     assert drift["features"] == 32
     assert drift["sampled"]["drifted_features"] and drift["every_row"]["drifted_features"]
     assert drift["detection"]["found_by_both"] >= 1
+
+    # The GX gate on every row as one batch: the clean generated data passes every expectation.
+    one_batch = size["validate_one_batch"]
+    assert one_batch["rows"] == 3000 and one_batch["success"] is True and one_batch["failures"] == []
+    assert one_batch["expectations"] > 32 and one_batch["median_s"] > 0
 
     # Online lookups on SQLite and on the local Redis (its own database, flushed afterwards).
     assert 0 < size["online"]["p50_ms"] <= size["online"]["p99_ms"]
