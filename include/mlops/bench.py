@@ -238,6 +238,14 @@ def generate_batches(landing: Path, rows: int, days: int, *, first: date = START
         frame.to_parquet(landing / f"{day.isoformat()}.parquet", index=False)
 
 
+def generated_frame(folder: Path, rows: int, days: int, *, first: date = START, covariate_drift: float = 0.0) -> Any:
+    """:func:`generate_batches` into ``folder``, read back as one DataFrame in date order."""
+    import pandas as pd
+
+    generate_batches(folder, rows, days, first=first, covariate_drift=covariate_drift)
+    return pd.concat([pd.read_parquet(f) for f in sorted(folder.glob("*.parquet"))], ignore_index=True)
+
+
 @contextmanager
 def environment(state: Path, models: Path) -> Iterator[None]:
     """Point every setting at ``state``; restore the environment afterwards."""
@@ -308,7 +316,6 @@ def run_pipeline(rows: int, days: int, root: Path, timings: dict[str, Timing]) -
 
 def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
     """Evidently drift, N vs N rows x 32 features, with the gate's sampling and on every row."""
-    import pandas as pd
 
     from mlops import gates
     from mlops.config import ModelConfig
@@ -317,10 +324,8 @@ def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
     work = root / "drift"
     shutil.rmtree(work, ignore_errors=True)
     n_days = days_for(rows, 1)
-    generate_batches(work / "ref", rows, n_days, first=START)
-    generate_batches(work / "cur", rows, n_days, first=START + timedelta(days=n_days), covariate_drift=0.3)
-    reference = pd.concat([pd.read_parquet(f) for f in sorted((work / "ref").glob("*.parquet"))], ignore_index=True)
-    current = pd.concat([pd.read_parquet(f) for f in sorted((work / "cur").glob("*.parquet"))], ignore_index=True)
+    reference = generated_frame(work / "ref", rows, n_days)
+    current = generated_frame(work / "cur", rows, n_days, first=START + timedelta(days=n_days), covariate_drift=0.3)
     out: dict[str, Any] = {"rows": rows, "features": len(cfg.feature_columns)}
     variants = [("sampled", 200_000)]
     if rows <= full_max_rows:
@@ -353,7 +358,6 @@ def drift_at_scale(rows: int, root: Path, full_max_rows: int) -> dict[str, Any]:
 
 def validate_at_scale(rows: int, root: Path) -> dict[str, Any]:
     """The GX gate on all ``rows`` as ONE batch (the pipeline stage validates one batch per day)."""
-    import pandas as pd
 
     from mlops import validate
     from mlops.config import ModelConfig
@@ -362,8 +366,7 @@ def validate_at_scale(rows: int, root: Path) -> dict[str, Any]:
     work = root / "gx-one-batch"
     shutil.rmtree(work, ignore_errors=True)
     n_days = days_for(rows, 1)
-    generate_batches(work / "batches", rows, n_days)
-    frame = pd.concat([pd.read_parquet(f) for f in sorted((work / "batches").glob("*.parquet"))], ignore_index=True)
+    frame = generated_frame(work / "batches", rows, n_days)
     start = datetime.combine(START, datetime.min.time(), tzinfo=UTC)
     timing = Timing()
     with timed(timing):

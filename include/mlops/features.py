@@ -356,11 +356,18 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _query_lake(cfg: ModelConfig, sql: str, params: dict[str, Any]) -> pd.DataFrame | None:
+def _partition_range(start: datetime, end: datetime) -> tuple[str, str] | None:
+    """``[lo, hi)`` partition dates (``date=`` values) of ``[start, end)``; None when empty."""
+    lo, hi = _first_partition_date(_to_utc(start)).isoformat(), _first_partition_date(_to_utc(end)).isoformat()
+    return (lo, hi) if lo < hi else None
+
+
+def _query_lake(cfg: ModelConfig, sql: str, params: dict[str, Any], *, arrow: bool = False) -> Any:
     """Run SQL over the model's partitions (``{files}`` in ``sql``); None when there are no files.
 
-    DuckDB over the same glob as the FileSource, so counts match what Feast reads; ``union_by_name``
-    for the same reason as in :func:`_read_lake_source`.
+    Returns a pandas DataFrame, or a pyarrow Table with ``arrow``. DuckDB over the same glob as the
+    FileSource, so counts match what Feast reads; ``union_by_name`` for the same reason as in
+    :func:`_read_lake_source`.
     """
     import duckdb
 
@@ -375,7 +382,8 @@ def _query_lake(cfg: ModelConfig, sql: str, params: dict[str, Any]) -> pd.DataFr
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        return con.execute(sql.format(files=files), {"pattern": pattern, **params}).df()
+        relation = con.sql(sql.format(files=files), params={"pattern": pattern, **params})
+        return relation.to_arrow_table() if arrow else relation.df()
     except duckdb.IOException as exc:
         if "No files found" in str(exc):
             return None
@@ -391,15 +399,14 @@ def labels_for_window(cfg: ModelConfig, start: datetime, end: datetime) -> pd.Da
     batches that arrived for it. Rows are sorted by (timestamp, key, file, row) to be reproducible.
     """
     key, ts, label = (_quote(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
-    start, end = _to_utc(start), _to_utc(end)
-    lo, hi = _first_partition_date(start).isoformat(), _first_partition_date(end).isoformat()
-    if lo >= hi:
+    dates = _partition_range(start, end)
+    if dates is None:
         return _empty_labels(cfg)
     frame = _query_lake(
         cfg,
         f"SELECT {key}, CAST({ts} AS TIMESTAMPTZ) AS {ts}, {label} FROM {{files}} "
         f"WHERE date >= $lo AND date < $hi ORDER BY {ts}, {key}, filename, file_row_number",
-        {"lo": lo, "hi": hi},
+        {"lo": dates[0], "hi": dates[1]},
     )
     if frame is None or frame.empty:
         return _empty_labels(cfg)
@@ -468,39 +475,23 @@ def _latest_rows(cfg: ModelConfig, start: datetime, end: datetime) -> tuple[pa.T
 
     Numeric features come back as DOUBLE (the view's Float64), the others as VARCHAR.
     """
-    import duckdb
-
-    lo, hi = _first_partition_date(start).isoformat(), _first_partition_date(end).isoformat()
-    if lo >= hi:
-        return None, 0
-    sync_validated(cfg)
-    pattern = _source_glob(cfg, validated_root())
-    if "://" not in pattern and not glob.glob(pattern):
+    dates = _partition_range(start, end)
+    if dates is None:
         return None, 0
     key, ts = _quote(cfg.entity.join_key), _quote(cfg.timestamp_column)
     numeric = set(cfg.features.numeric)
     values = ", ".join(
         f"CAST({_quote(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {_quote(c)}" for c in cfg.stored_columns
     )
-    sql = (
-        f"SELECT {key}, CAST({ts} AS TIMESTAMPTZ) AS {ts}, {values}, count(*) OVER () AS __rows "
-        "FROM read_parquet($pattern, union_by_name=true, hive_partitioning=true, "
-        "hive_types={'date': 'VARCHAR'}, filename=true, file_row_number=true) "
-        f"WHERE date >= $lo AND date < $hi "
-        f"QUALIFY row_number() OVER (PARTITION BY {key} "
-        f"ORDER BY {ts} DESC, date DESC, filename DESC, file_row_number DESC) = 1"
+    table: pa.Table | None = _query_lake(
+        cfg,
+        f"SELECT {key}, CAST({ts} AS TIMESTAMPTZ) AS {ts}, {values}, count(*) OVER () AS __rows FROM {{files}} "
+        f"WHERE date >= $lo AND date < $hi QUALIFY row_number() OVER (PARTITION BY {key} "
+        f"ORDER BY {ts} DESC, date DESC, filename DESC, file_row_number DESC) = 1",
+        {"lo": dates[0], "hi": dates[1]},
+        arrow=True,
     )
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        table = con.sql(sql, params={"pattern": pattern, "lo": lo, "hi": hi}).to_arrow_table()
-    except duckdb.IOException as exc:
-        if "No files found" in str(exc):
-            return None, 0
-        raise
-    finally:
-        con.close()
-    if table.num_rows == 0:
+    if table is None or table.num_rows == 0:
         return None, 0
     rows = int(table.column("__rows")[0].as_py())
     return table.drop_columns(["__rows"]), rows

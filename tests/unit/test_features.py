@@ -68,10 +68,17 @@ def _write(cfg: ModelConfig, settings: Settings, frame: pd.DataFrame, unit: str 
     """Write validated partitions like the pipeline does: one file per batch date."""
     ts = cfg.timestamp_column
     for day, part in frame.groupby(frame[ts].dt.strftime("%Y-%m-%d")):
-        folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256(pd.util.hash_pandas_object(part).to_numpy().tobytes()).hexdigest()[:16]
-        part.to_parquet(folder / f"{digest}.parquet", index=False, coerce_timestamps=unit)
+        _write_batch(cfg, settings, pd.Timestamp(day), part, unit)
+
+
+def _write_batch(
+    cfg: ModelConfig, settings: Settings, day: pd.Timestamp, frame: pd.DataFrame, unit: str | None = None
+) -> None:
+    """One validated batch file in the partition of ``day``, whatever its rows' timestamps."""
+    folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day.date().isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame).to_numpy().tobytes()).hexdigest()[:16]
+    frame.to_parquet(folder / f"{digest}.parquet", index=False, coerce_timestamps=unit)
 
 
 def _labels(cfg: ModelConfig, ids: list[int], times: list[pd.Timestamp], labels: list[Any]) -> pd.DataFrame:
@@ -328,14 +335,6 @@ def test_labels_for_window_selects_partitions_by_date(settings: Settings, name: 
     assert features.labels_for_window(cfg, DAY0 + 9 * day, DAY0 + 10 * day).empty
     naive = datetime(2024, 3, 1)
     assert len(features.labels_for_window(cfg, naive, naive + day)) == 1
-
-
-def _write_batch(cfg: ModelConfig, settings: Settings, day: pd.Timestamp, frame: pd.DataFrame) -> None:
-    """One validated batch file in the partition of ``day``, whatever its rows' timestamps."""
-    folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day.date().isoformat()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame).to_numpy().tobytes()).hexdigest()[:16]
-    frame.to_parquet(folder / f"{digest}.parquet", index=False)
 
 
 @pytest.mark.parametrize("name", MODELS)
