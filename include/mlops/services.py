@@ -35,7 +35,8 @@ def scheduler_env(settings: Settings, port: int) -> dict[str, str]:
     """Airflow settings for a small, quick local deployment on this state folder."""
     return {
         **airflow_env(settings),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor whose task processes inherit the ML stack already imported (see mlops.executor).
+        "AIRFLOW__CORE__EXECUTOR": "mlops.executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
@@ -108,12 +109,19 @@ class AirflowServices:
             raise
 
     def _wait_healthy(self, timeout: float) -> None:
+        """Every component healthy, and the scheduler loop running.
+
+        ``/health`` calls the scheduler healthy from the heartbeat it writes when it starts, before its
+        executor has started (which imports the ML stack, ~30 s: see ``mlops.executor``), so a second
+        heartbeat, written by the scheduling loop itself, is awaited too.
+        """
         import json
         import urllib.request
 
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.port}/api/v2/monitor/health"
         last = ""
+        first_beat: str | None = None
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -124,7 +132,11 @@ class AirflowServices:
                 if all(
                     health.get(c, {}).get("status") == "healthy" for c in ("scheduler", "triggerer", "dag_processor")
                 ):
-                    return
+                    beat = str(health["scheduler"].get("latest_scheduler_heartbeat"))
+                    if first_beat is None:
+                        first_beat = beat
+                    elif beat != first_beat:
+                        return
                 last = str(health)
             except OSError as exc:
                 last = str(exc)

@@ -20,6 +20,7 @@ import yaml
 
 from mlops import registry
 from mlops.datagen import write_batches
+from mlops.executor import preload_modules
 from mlops.services import AirflowServices, RunInfo, asset_events
 from mlops.settings import get_settings
 
@@ -227,3 +228,7 @@ def test_landed_labels_retrain_and_a_failed_gate_keeps_the_champion(
     states = airflow.task_states(f"{MODEL}__training", runs[0].run_id)
     assert states["plan_training"] == "skipped" and states["train"] == "skipped", states
     assert registry.get_alias_version(MODEL, registry.CHAMPION) == champion
+    # Every task ran in a process forked from workers that had the ML stack imported once.
+    scheduler_log = (state_dir / "services-logs" / "scheduler.log").read_text()
+    n = len(preload_modules())
+    assert f"preloaded {n} of {n} modules" in scheduler_log

@@ -407,7 +407,8 @@ def test_airflow_services_resolve_production_settings(
     # The lineage tag records MLOPS_TRAINING_IMAGE; the pod runs pod.py's image in the same namespace.
     assert env["MLOPS_TRAINING_IMAGE"] == DEFAULT_IMAGE
     assert env["MLOPS_K8S_NAMESPACE"] == "mlops-training"
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "mlops.executor.PreloadingLocalExecutor"
+    assert env["PYTHONPATH"] == "/opt/airflow/include"  # where that executor's module is mounted
     api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (api.hostname, api.port) == ("airflow-apiserver", 8080)
     assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")

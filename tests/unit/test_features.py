@@ -238,6 +238,63 @@ def test_point_in_time_join_never_leaks_future_feature_values(settings: Settings
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_asof_join_returns_what_feasts_own_join_returns(
+    settings: Settings, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our ASOF join (linear) against Feast's ibis join (rows x history), on the same store and labels:
+    a short TTL, labels at exact feature timestamps, at the TTL's edge, before any row, unknown keys."""
+    from feast.infra.offline_stores import duckdb as feast_duckdb
+    from feast.infra.offline_stores.ibis import get_historical_features_ibis
+
+    base = _cfg(name)
+    cfg = base.model_copy(update={"features": base.features.model_copy(update={"ttl_days": 2})})
+    rng = np.random.default_rng(11)
+    ids: list[int] = []
+    times: list[Any] = []
+    for entity in range(150):
+        for offset in np.unique(rng.integers(0, 6 * 86_400, rng.integers(1, 8))):
+            ids.append(entity)
+            times.append(DAY0 + timedelta(seconds=int(offset)))
+    history = _rows(cfg, ids, times, [float(v) for v in rng.normal(size=len(ids))])
+    categorical = [c for c in cfg.stored_columns if c not in cfg.features.numeric]
+    history[categorical[0]] = [f"v{i}" for i in range(len(history))]  # distinct per row: a wrong row shows
+    _write(cfg, settings, history)
+    store = features.get_store(settings)
+    features.apply(cfg, store)
+    picks = rng.integers(0, len(ids), 120)
+    label_ids = [ids[i] for i in picks] * 3 + [ids[0], 999] + rng.integers(0, 150, 300).tolist()
+    label_times = (
+        [times[i] for i in picks]  # exactly at a feature row
+        + [times[i] + timedelta(days=2) for i in picks]  # exactly at the TTL's edge
+        + [times[i] + timedelta(days=2, seconds=1) for i in picks]  # just past it
+        + [DAY0 - timedelta(seconds=1), DAY0 + timedelta(days=1)]
+        + [DAY0 + timedelta(seconds=int(s)) for s in rng.integers(-86_400, 9 * 86_400, 300)]
+    )
+    labels = _labels(cfg, label_ids, label_times, list(range(len(label_ids))))
+
+    asof = features.training_set(cfg, labels, store)
+
+    def feast_join(config: Any, views: Any, refs: Any, entity_df: Any, registry: Any, project: Any, full: Any) -> Any:
+        return get_historical_features_ibis(
+            config=config,
+            feature_views=views,
+            feature_refs=refs,
+            entity_df=entity_df,
+            registry=registry,
+            project=project,
+            full_feature_names=full,
+            data_source_reader=features._read_lake_source,
+            data_source_writer=feast_duckdb._write_data_source,
+        )
+
+    monkeypatch.setattr(features, "_historical_features_asof", feast_join)
+    by_feast = features.training_set(cfg, labels, store)
+    pd.testing.assert_frame_equal(asof, by_feast)
+    column = _first_numeric(cfg)
+    assert asof[column].notna().sum() > 200 and asof[column].isna().sum() > 100  # both kinds are compared
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_training_set_keeps_every_label_row_in_order(settings: Settings, name: str) -> None:
     cfg = _cfg(name)
     ttl = timedelta(days=cfg.features.ttl_days)
@@ -429,14 +486,23 @@ def _entity_key(cfg: ModelConfig, i: int) -> Any:
 REDIS_TEST_DB = 12  # of the local Redis; flushed before and after (the bench uses 11, the stack 13)
 
 
-def test_redis_and_local_online_stores_serve_the_same_values(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _redis_dump(client: Any) -> dict[bytes, dict[bytes, bytes]]:
+    return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
+
+
+@pytest.mark.parametrize("scripted", [True, False], ids=["lua-compare-and-set", "cluster-pipeline"])
+def test_redis_arrow_writer_stores_what_feast_stores_and_serves_what_local_serves(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted: bool
 ) -> None:
-    """Production's Redis store is loaded through Feast's write API in chunks, the local store by
-    its Arrow writer: both must serve the same frame for the same batches."""
+    """Production's Redis store is loaded by our column-at-a-time Arrow writer (a server-side script,
+    or Redis Cluster's pipelined commands): every hash must be byte for byte what Feast's own
+    ``write_to_online_store`` stores for the same intervals, and Redis must serve the same frame as
+    the local entity-row store."""
     import redis
     import yaml
     from feast import FeatureStore
+
+    from mlops import online_store
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_TEST_DB)
     client.ping()  # Redis runs here and in CI; a missing one is a failure, not a skip
@@ -446,27 +512,53 @@ def test_redis_and_local_online_stores_serve_the_same_values(
     times = [DAY0 + timedelta(minutes=int(m)) for m in rng.integers(0, 3 * 24 * 60, 120)]
     frame = _rows(cfg, ids, times, [float(v) for v in rng.normal(size=120)])
     frame.loc[::7, _first_numeric(cfg)] = np.nan
+    frame.loc[::5, cfg.features.numeric[1]] = None
+    frame.loc[3, cfg.features.numeric[2]] = -0.0
+    categorical = cfg.features.categorical[0]
+    frame.loc[::6, categorical] = None
+    frame.loc[1, categorical] = "é" * 70  # a two-byte length prefix
+    frame.loc[2, categorical] = ""
     _write(cfg, settings, frame)
     local = features.get_store(settings)
     yaml_file = tmp_path / "redis_store.yaml"
     config = yaml.safe_load((REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text())
     config["registry"]["path"] = str(tmp_path / "redis_registry.db")
-    config["online_store"] = {"type": "redis", "connection_string": f"127.0.0.1:6379,db={REDIS_TEST_DB}"}
+    config["online_store"] = {
+        "type": "redis",
+        "connection_string": f"127.0.0.1:6379,db={REDIS_TEST_DB}",
+        "key_ttl_seconds": 86_400,
+    }
     yaml_file.write_text(yaml.safe_dump(config))
     remote = FeatureStore(repo_path=str(REPO_ROOT / "feature_repo"), fs_yaml_file=yaml_file)
-    monkeypatch.setattr(features, "ONLINE_WRITE_CHUNK", 16)  # several write_to_online_store calls
+    monkeypatch.setattr(online_store, "REDIS_PIPELINE_ROWS", 16)  # several pipelines per interval
+    monkeypatch.setattr(online_store, "REDIS_SCRIPT_KEYS", 5)  # several script calls per pipeline
+    monkeypatch.setattr(online_store, "_scripted", lambda store_config: scripted)
+
+    def materialize(store: Any) -> None:
+        features.apply(cfg, store)
+        for offset in (2, 0, 1):  # out of order: older rows must not replace newer ones
+            start = DAY0 + timedelta(days=offset)
+            features.materialize_interval(cfg, start, start + timedelta(days=1), store)
+
     client.flushdb()
     try:
-        for store in (local, remote):
-            features.apply(cfg, store)
-            for offset in (0, 1, 2):
-                start = DAY0 + timedelta(days=offset)
-                features.materialize_interval(cfg, start, start + timedelta(days=1), store)
+        with monkeypatch.context() as feast_writes:  # the reference: Feast's own conversion and writer
+            feast_writes.setattr(features, "ONLINE_WRITE_CHUNK", 16)
+            feast_writes.setattr(features, "_arrow_writer", lambda online: None)
+            materialize(remote)
+        by_feast = _redis_dump(client)
+        client.flushdb()
+        materialize(remote)
+        by_arrow = _redis_dump(client)
+        ttls = {client.ttl(key) for key in by_arrow}
+        materialize(local)
         keys = [*sorted(set(ids)), 999]
         served_local = features.online_features(cfg, keys, local)
         served_remote = features.online_features(cfg, keys, remote)
     finally:
         client.flushdb()
+    assert len(by_arrow) == len(set(ids)) and by_arrow == by_feast
+    assert all(0 < ttl <= 86_400 for ttl in ttls)
     pd.testing.assert_frame_equal(served_local, served_remote)
     latest = frame.sort_values(cfg.timestamp_column).groupby(cfg.entity.join_key).tail(1).set_index(cfg.entity.join_key)
     expected = latest.loc[sorted(set(ids)), _first_numeric(cfg)].to_numpy()
