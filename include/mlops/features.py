@@ -169,20 +169,43 @@ class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             return _historical_features_asof(
                 config, feature_views, feature_refs, entity_df, registry, project, full_feature_names
             )
-        return get_historical_features_ibis(
-            config=config,
-            feature_views=feature_views,
-            feature_refs=feature_refs,
-            entity_df=entity_df,
-            registry=registry,
-            project=project,
-            full_feature_names=full_feature_names,
-            data_source_reader=_read_lake_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
-            filter_by_created_timestamp=filter_by_created_timestamp,
+        return _historical_features_feast(
+            config,
+            feature_views,
+            feature_refs,
+            entity_df,
+            registry,
+            project,
+            full_feature_names,
+            filter_by_created_timestamp,
         )
+
+
+def _historical_features_feast(
+    config: RepoConfig,
+    feature_views: list[FeatureView],
+    feature_refs: list[str],
+    entity_df: pd.DataFrame | str,
+    registry: BaseRegistry,
+    project: str,
+    full_feature_names: bool,
+    filter_by_created_timestamp: bool = False,
+) -> RetrievalJob:
+    """Feast's own point-in-time join (ibis on DuckDB) over the lake reader."""
+    return get_historical_features_ibis(
+        config=config,
+        feature_views=feature_views,
+        feature_refs=feature_refs,
+        entity_df=entity_df,
+        registry=registry,
+        project=project,
+        full_feature_names=full_feature_names,
+        data_source_reader=_read_lake_source,
+        data_source_writer=feast_duckdb._write_data_source,
+        staging_location=config.offline_store.staging_location,
+        staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+        filter_by_created_timestamp=filter_by_created_timestamp,
+    )
 
 
 def _historical_features_asof(

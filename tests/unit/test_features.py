@@ -243,9 +243,6 @@ def test_asof_join_returns_what_feasts_own_join_returns(
 ) -> None:
     """Our ASOF join (linear) against Feast's ibis join (rows x history), on the same store and labels:
     a short TTL, labels at exact feature timestamps, at the TTL's edge, before any row, unknown keys."""
-    from feast.infra.offline_stores import duckdb as feast_duckdb
-    from feast.infra.offline_stores.ibis import get_historical_features_ibis
-
     base = _cfg(name)
     cfg = base.model_copy(update={"features": base.features.model_copy(update={"ttl_days": 2})})
     rng = np.random.default_rng(11)
@@ -274,20 +271,7 @@ def test_asof_join_returns_what_feasts_own_join_returns(
 
     asof = features.training_set(cfg, labels, store)
 
-    def feast_join(config: Any, views: Any, refs: Any, entity_df: Any, registry: Any, project: Any, full: Any) -> Any:
-        return get_historical_features_ibis(
-            config=config,
-            feature_views=views,
-            feature_refs=refs,
-            entity_df=entity_df,
-            registry=registry,
-            project=project,
-            full_feature_names=full,
-            data_source_reader=features._read_lake_source,
-            data_source_writer=feast_duckdb._write_data_source,
-        )
-
-    monkeypatch.setattr(features, "_historical_features_asof", feast_join)
+    monkeypatch.setattr(features, "_historical_features_asof", features._historical_features_feast)
     by_feast = features.training_set(cfg, labels, store)
     pd.testing.assert_frame_equal(asof, by_feast)
     column = _first_numeric(cfg)
