@@ -86,6 +86,16 @@ def _read_lake_source(data_source: DataSource, repo_path: str) -> Table:
     return table.mutate(**casts) if casts else table
 
 
+def _lake_io(config: RepoConfig) -> dict[str, Any]:
+    """The reader, writer and staging arguments every Feast ibis call of our offline store passes."""
+    return {
+        "data_source_reader": _read_lake_source,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override,
+    }
+
+
 class LakeDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     """Config of :class:`LakeDuckDBOfflineStore` (``offline_store.type`` in feature_store.yaml)."""
 
@@ -120,10 +130,7 @@ class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=_read_lake_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_lake_io(config),
         )
 
     @staticmethod
@@ -147,10 +154,7 @@ class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
-            data_source_reader=_read_lake_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            **_lake_io(config),
         )
 
     @staticmethod
@@ -200,11 +204,8 @@ def _historical_features_feast(
         registry=registry,
         project=project,
         full_feature_names=full_feature_names,
-        data_source_reader=_read_lake_source,
-        data_source_writer=feast_duckdb._write_data_source,
-        staging_location=config.offline_store.staging_location,
-        staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
         filter_by_created_timestamp=filter_by_created_timestamp,
+        **_lake_io(config),
     )
 
 
@@ -295,10 +296,8 @@ def _historical_features_asof(
             min_event_timestamp=timestamp_range[0],
             max_event_timestamp=timestamp_range[1],
         ),
-        data_source_writer=feast_duckdb._write_data_source,
-        staging_location=config.offline_store.staging_location,
-        staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
         repo_path=str(config.repo_path),
+        **{k: v for k, v in _lake_io(config).items() if k != "data_source_reader"},
     )
 
 

@@ -479,47 +479,47 @@ def write_arrow_redis(
     # keeps the chunks' order, so an entity in two chunks ends with the later row.
     sender = ThreadPoolExecutor(max_workers=1) if script is not None else None
     in_flight: Future[int] | None = None
-    for offset in range(0, table.num_rows, step):
-        chunk = table.slice(offset, step)
-        key_protos = python_values_to_proto_values(chunk.column(key_name).to_numpy(zero_copy_only=False), key_type)
-        keys = [
-            _redis_key(config.project, EntityKeyProto(join_keys=[key_name], entity_values=[value]), version)
-            for value in key_protos
-        ]
-        micros = _timestamp_micros(chunk.column(timestamp_field))
-        stamps = _serialized_timestamps(micros)
-        columns = [_serialized_values(chunk.column(feature.name), feature.dtype) for feature in view.features]
-        rows = list(zip(stamps, *columns, strict=True))
-        if script is not None and sender is not None:
-            header: list[Any] = [len(field_keys), ttl, *field_keys]
-            pipe = client.pipeline(transaction=False)
-            for first in range(0, len(keys), REDIS_SCRIPT_KEYS):
-                args = list(header)
-                for at in range(first, min(first + REDIS_SCRIPT_KEYS, len(keys))):
-                    args += (micros[at] // 1_000_000, (micros[at] % 1_000_000) * 1000, *rows[at])
-                script(keys=keys[first : first + REDIS_SCRIPT_KEYS], args=args, client=pipe)
-            if in_flight is not None:
-                written += in_flight.result()
-            in_flight = sender.submit(_execute, pipe)
-            continue
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(key, ts_key)
-            previous = pipe.execute()
-        with client.pipeline(transaction=False) as pipe:
-            for key, row, prev in zip(keys, rows, previous, strict=True):
-                if prev is not None and _timestamp_nanos(row[0]) <= _timestamp_nanos(prev):
-                    continue  # not newer than what is stored: never move an entity back in time
-                pipe.hset(key, mapping=dict(zip(field_keys, row, strict=True)))
-                if ttl:
-                    pipe.expire(name=key, time=ttl)
-                written += 1
-            pipe.execute()
-    if sender is not None:
-        try:
-            if in_flight is not None:
-                written += in_flight.result()
-        finally:
+    try:
+        for offset in range(0, table.num_rows, step):
+            chunk = table.slice(offset, step)
+            key_protos = python_values_to_proto_values(chunk.column(key_name).to_numpy(zero_copy_only=False), key_type)
+            keys = [
+                _redis_key(config.project, EntityKeyProto(join_keys=[key_name], entity_values=[value]), version)
+                for value in key_protos
+            ]
+            micros = _timestamp_micros(chunk.column(timestamp_field))
+            stamps = _serialized_timestamps(micros)
+            columns = [_serialized_values(chunk.column(feature.name), feature.dtype) for feature in view.features]
+            rows = list(zip(stamps, *columns, strict=True))
+            if script is not None and sender is not None:
+                header: list[Any] = [len(field_keys), ttl, *field_keys]
+                pipe = client.pipeline(transaction=False)
+                for first in range(0, len(keys), REDIS_SCRIPT_KEYS):
+                    args = list(header)
+                    for at in range(first, min(first + REDIS_SCRIPT_KEYS, len(keys))):
+                        args += (micros[at] // 1_000_000, (micros[at] % 1_000_000) * 1000, *rows[at])
+                    script(keys=keys[first : first + REDIS_SCRIPT_KEYS], args=args, client=pipe)
+                if in_flight is not None:
+                    written += in_flight.result()
+                in_flight = sender.submit(_execute, pipe)
+                continue
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, ts_key)
+                previous = pipe.execute()
+            with client.pipeline(transaction=False) as pipe:
+                for key, row, prev in zip(keys, rows, previous, strict=True):
+                    if prev is not None and _timestamp_nanos(row[0]) <= _timestamp_nanos(prev):
+                        continue  # not newer than what is stored: never move an entity back in time
+                    pipe.hset(key, mapping=dict(zip(field_keys, row, strict=True)))
+                    if ttl:
+                        pipe.expire(name=key, time=ttl)
+                    written += 1
+                pipe.execute()
+        if in_flight is not None:
+            written += in_flight.result()
+    finally:  # on a fault too: the pipeline in flight completes (each entity's script call is atomic)
+        if sender is not None:
             sender.shutdown(wait=True)
     return written
 
