@@ -62,7 +62,7 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM) lint
 	mkdir -p test-results
-	$(BIN)/python -m pytest --junitxml=test-results/junit.xml -p no:cacheprovider
+	$(BIN)/python -m pytest --junitxml=test-results/junit.xml -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider

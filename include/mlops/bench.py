@@ -96,6 +96,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def speed_probe() -> dict[str, float]:
+    """Seconds for a fixed CPU workload (pure Python and numpy), the same on every run and machine.
+
+    Absolute stage times are only comparable between runs at similar probe times: the machine this
+    project is benchmarked on has run the same code twice as fast on one day as on another.
+    """
+    import numpy as np
+
+    data = np.random.default_rng(0).random(10_000_000)
+    np.sort(data[:1000])  # numpy's first call pays one-off set-up
+    python_runs, numpy_runs = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i * i % 7
+        python_runs.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        np.sort(data)
+        np.argsort(data[:2_000_000])
+        numpy_runs.append(time.perf_counter() - started)
+    python_s, numpy_s = sorted(python_runs)[1], sorted(numpy_runs)[1]  # medians of 3
+    return {"python_s": round(python_s, 3), "numpy_s": round(numpy_s, 3)}
+
+
 class PeakRss:
     """Samples every 50 ms the RSS of this process plus its children (the training CLI is one): their
     sum (``peak``) and the largest single process (``peak_process``, what a task's pod or worker needs)."""
@@ -676,7 +701,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
     lines = [
         f"Machine: {m['cpu_count']} cores, {m['memory_gib']} GiB, Python {m['python']}, {m['platform']}. "
-        f"Run at {results['finished_at']} (repeats: {results['repeats']}).",
+        f"Run at {results['finished_at']} (repeats: {results['repeats']}).{_probe_line(results)}",
         "",
         "| stage | "
         + " | ".join(
@@ -731,6 +756,17 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _probe_line(results: dict[str, Any]) -> str:
+    """The speed probe at the run's start and end (see :func:`speed_probe`), or nothing for older results."""
+    start, end = results.get("speed_probe_start"), results.get("speed_probe_end")
+    if not start or not end:
+        return ""
+    return (
+        f" Speed probe (fixed CPU workload, python s / numpy s; lower is faster): start {start['python_s']:.2f} / "
+        f"{start['numpy_s']:.2f}, end {end['python_s']:.2f} / {end['numpy_s']:.2f}."
+    )
+
+
 def write_plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -762,6 +798,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
 
 
 def _write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+    results["speed_probe_end"] = speed_probe()
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["targets"] = check_targets(results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -783,7 +820,8 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
     results: dict[str, Any] = {"machine": machine(), "repeats": repeats, "days": days, "sizes": {}}
-    progress(f"machine: {results['machine']}")
+    results["speed_probe_start"] = speed_probe()
+    progress(f"machine: {results['machine']}; speed probe {results['speed_probe_start']}")
     progress("DAG parsing")
     results["dag_parse"] = dag_parse()
     for rows in sizes:

@@ -209,6 +209,7 @@ def train(
     started = time.monotonic()
     df = _read_parquet(training_set_uri).sort_values(cfg.timestamp_column, kind="stable")
     train_df, holdout_df = time_split(df, cfg, cfg.training.holdout_days)
+    del df  # the two halves are copies: a whole extra copy of the set would stay alive during the fit
     params = {**cfg.training.estimator.params, **(estimator_params or {})}
     estimator, device = build_estimator(cfg.training.estimator.class_path, params, use_gpu=gpu_visible())
     pipeline = build_pipeline(cfg, estimator)

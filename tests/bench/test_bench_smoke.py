@@ -19,6 +19,8 @@ def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Pa
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["memory_gib"] > 0
+    for probe in ("speed_probe_start", "speed_probe_end"):  # what makes runs on other days comparable
+        assert saved[probe]["python_s"] > 0 and saved[probe]["numpy_s"] > 0, probe
     size = saved["sizes"]["3000"]
     assert set(size["stages"]) == set(bench.STAGES)
     for stage, timing in size["stages"].items():
@@ -52,6 +54,7 @@ def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Pa
     assert targets["DB queries while parsing"]["met"] is True
     assert results["targets"] == saved["targets"]
     table = (out / "results.md").read_text()
+    assert "Speed probe (fixed CPU workload" in table.splitlines()[0]
     assert "| validate |" in table and "| target | measured | limit | met |" in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "work").exists()  # generated data is removed
