@@ -34,6 +34,7 @@ GateName = Literal["drift", "quality", "fairness", "champion"]
 Verdict = Literal["PASS", "FAIL", "SKIPPED", "FORCED"]
 
 _MAX_NAMES_IN_SUMMARY = 6
+DRIFT_SAMPLE_ROWS = 200_000  # rows a side at most: drift statistics on 200k rows already resolve tiny shifts
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def _missing_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
 
 
 def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
-    """Uniform sample without replacement: drift statistics on 200k rows already resolve tiny shifts."""
+    """Uniform sample without replacement (seeded)."""
     if len(frame) <= max_rows:
         return frame
     return frame.sample(n=max_rows, random_state=seed)
@@ -293,15 +294,18 @@ def drift_gate(
     cfg: ModelConfig,
     report_path: Path,
     *,
-    max_rows: int = 200_000,
+    max_rows: int = DRIFT_SAMPLE_ROWS,
     seed: int = 0,
     max_share: float | None = None,
+    reference_rows: int | None = None,
 ) -> GateResult:
     """Evidently data drift over the model's features; fails when too large a share of them drift.
 
     Frames larger than ``max_rows`` are sampled uniformly (seeded) to bound time and memory; the
     summary and metrics say so. Writes ``report_path`` (HTML) and the same stem with ``.json``.
     ``max_share`` overrides ``gates.drift.max_drifted_share`` (live monitoring has its own threshold).
+    ``reference_rows``: the rows ``reference`` was drawn from, where the caller already sampled it
+    (:func:`mlops.pipeline.drift_reference` reads a sample without loading the whole training set).
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -340,9 +344,10 @@ def drift_gate(
     )
     if drifted:
         summary += f": {_name_list(drifted)}"
+    reference_total = max(reference_rows or 0, len(reference))
     sampled = []
-    if len(ref) < len(reference):
-        sampled.append(f"{len(ref)} of {len(reference)} reference rows")
+    if len(ref) < reference_total:
+        sampled.append(f"{len(ref)} of {reference_total} reference rows")
     if len(cur) < len(current):
         sampled.append(f"{len(cur)} of {len(current)} current rows")
     if sampled:
@@ -354,7 +359,7 @@ def drift_gate(
         "drifted_share": share,
         "max_drifted_share": max_share,
         "columns": float(len(features)),
-        "rows_reference": float(len(reference)),
+        "rows_reference": float(reference_total),
         "rows_current": float(len(current)),
         "rows_reference_used": float(len(ref)),
         "rows_current_used": float(len(cur)),

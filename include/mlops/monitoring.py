@@ -20,10 +20,10 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlops.config import ModelConfig, get_config
-from mlops.pipeline import NothingToDo, _lake, _read_parquet
+from mlops.pipeline import NothingToDo, _lake, _read_parquet, drift_reference
 from mlops.settings import get_settings
 from mlops.storage import open_store
 
@@ -38,7 +38,7 @@ SCORE_COLUMN = "score"
 MODEL_VERSION_COLUMN = "model_version"
 _REFERENCE_CACHE_SIZE = 8
 
-_reference_cache: dict[tuple[str, str, str], tuple[pd.DataFrame, np.ndarray]] = {}
+_reference_cache: dict[tuple[str, str, str], ChampionReference] = {}
 _reference_lock = threading.Lock()
 
 
@@ -109,11 +109,21 @@ def _read_uri(uri: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------- reference
 
 
-def champion_reference(model: str, version: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The version's training rows (holdout removed) and its holdout scores, cached in-process.
+class ChampionReference(NamedTuple):
+    """What a version's live data is compared with."""
 
-    The cache key includes the registry URI, so two environments in one process (tests) never share
-    an entry. Treat the returned frame and array as read-only: they are shared between callers.
+    rows: pd.DataFrame  # its training rows (holdout removed), sampled as the drift gate samples
+    scores: np.ndarray  # the scores it gave its holdout
+    source_rows: int  # training rows the sample was drawn from
+
+
+def champion_reference(model: str, version: str) -> ChampionReference:
+    """The version's training rows and holdout scores (see :class:`ChampionReference`), cached in-process.
+
+    The rows are a seeded sample of at most the drift gate's sample size, read without loading the
+    whole training set (:func:`mlops.pipeline.drift_reference`), so the cache stays small. The cache key
+    includes the registry URI, so two environments in one process (tests) never share an entry. Treat
+    the returned frame and array as read-only: they are shared between callers.
     """
     from mlops.tracking import client
 
@@ -124,7 +134,7 @@ def champion_reference(model: str, version: str) -> tuple[pd.DataFrame, np.ndarr
     if cached is not None:
         return cached
 
-    from mlops.train import PROBA_COLUMN, time_split
+    from mlops.train import PROBA_COLUMN
 
     cfg = get_config(model).config
     mlflow_client = client(settings)
@@ -139,22 +149,23 @@ def champion_reference(model: str, version: str) -> tuple[pd.DataFrame, np.ndarr
     if "holdout_uri" not in tags:
         raise ValueError(f"{model} version {version} has no holdout_uri tag")
     holdout_days = int(params.get("holdout_days", cfg.training.holdout_days))
-    frame = _read_uri(params["training_set"]).sort_values(cfg.timestamp_column, kind="stable")
-    train_rows, _ = time_split(frame, cfg, holdout_days)
+    parent, _, name = params["training_set"].rstrip("/").rpartition("/")
+    train_rows, source_rows = drift_reference(open_store(parent), name, cfg, exclude_holdout_days=holdout_days)
     holdout = _read_uri(tags["holdout_uri"])
     if PROBA_COLUMN not in holdout.columns:
         raise ValueError(f"holdout {tags['holdout_uri']} lacks the score column {PROBA_COLUMN!r}")
     scores = holdout[PROBA_COLUMN].dropna().to_numpy(dtype=float)
-    result = (train_rows.reset_index(drop=True), scores)
+    result = ChampionReference(train_rows, scores, source_rows)
     with _reference_lock:
         while len(_reference_cache) >= _REFERENCE_CACHE_SIZE:
             _reference_cache.pop(next(iter(_reference_cache)))
         _reference_cache[key] = result
     log.info(
-        "reference of %s v%s: %d training rows, %d holdout scores",
+        "reference of %s v%s: %d of %d training rows, %d holdout scores",
         model,
         version,
         len(train_rows),
+        source_rows,
         len(scores),
     )
     return result
@@ -392,7 +403,7 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
     if SCORE_COLUMN not in current.columns:
         raise ValueError(f"predictions {key} lack the {SCORE_COLUMN!r} column")
     version = _scoring_version(current, model)
-    reference, reference_scores = champion_reference(model, version)
+    reference, reference_scores, reference_rows = champion_reference(model, version)
 
     report_dir = settings.reports_dir / model / "monitoring" / interval
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -402,6 +413,7 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
         cfg,
         report_dir / "drift.html",
         max_share=cfg.monitoring.drift_share_threshold,
+        reference_rows=reference_rows,
     )
     feature_drift = not drift.passed
     scores = current[SCORE_COLUMN].dropna().to_numpy(dtype=float)

@@ -430,12 +430,59 @@ def _finish_gate(result: Any, mlflow_run_id: str) -> dict[str, Any]:
     return out
 
 
-def _split(cfg: ModelConfig, trained: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from mlops.train import time_split
+def drift_reference(
+    store: ObjectStore,
+    key: str,
+    cfg: ModelConfig,
+    *,
+    exclude_holdout_days: int | None = None,
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, int]:
+    """A seeded uniform sample of a training set's rows for the drift check, and how many rows it was
+    drawn from; never the whole set in memory.
 
-    parent, _, name = trained["training_set_uri"].rpartition("/")
-    frame = _read_parquet(open_store(parent), name).sort_values(cfg.timestamp_column, kind="stable")
-    return time_split(frame, cfg, cfg.training.holdout_days)
+    Reads the feature and timestamp columns one row group at a time and keeps only the sampled rows,
+    so memory is bounded by a row group plus ``max_rows`` (default the drift gate's own sample size),
+    whatever the training window. Sets up to ``max_rows`` come back whole, in file order. With
+    ``exclude_holdout_days`` the holdout is left out, cut where :func:`mlops.train.time_split` cuts it.
+    A column the set lacks is not read, so the drift gate names it.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops.gates import DRIFT_SAMPLE_ROWS
+    from mlops.train import holdout_cutoff
+
+    limit = DRIFT_SAMPLE_ROWS if max_rows is None else max_rows
+    local = store.local_path(key)
+    parquet = pq.ParquetFile(local if local is not None else io.BytesIO(store.get(key)))
+    present = set(parquet.schema_arrow.names)
+    ts = cfg.timestamp_column
+    columns = [c for c in dict.fromkeys([*cfg.feature_columns, ts]) if c in present]
+    rows = parquet.metadata.num_rows
+    eligible: np.ndarray | None = None  # None: every row
+    if exclude_holdout_days is not None and ts in present:
+        stamps = parquet.read(columns=[ts]).column(0).to_pandas()
+        eligible = np.flatnonzero((stamps < holdout_cutoff(stamps, exclude_holdout_days)).to_numpy())
+        rows = len(eligible)
+    if rows <= limit:
+        chosen = np.arange(parquet.metadata.num_rows) if eligible is None else eligible
+    else:
+        rng = np.random.default_rng(seed)
+        picks = rng.choice(rows, size=limit, replace=False)
+        chosen = np.sort(picks if eligible is None else eligible[picks])
+    pieces = []
+    start = 0
+    for group in range(parquet.num_row_groups):
+        end = start + parquet.metadata.row_group(group).num_rows
+        lo, hi = np.searchsorted(chosen, [start, end])
+        if hi > lo:
+            pieces.append(parquet.read_row_group(group, columns=columns).take(pa.array(chosen[lo:hi] - start)))
+        start = end
+    table = pa.concat_tables(pieces) if pieces else parquet.schema_arrow.empty_table().select(columns)
+    return table.to_pandas(), rows
 
 
 def _holdout(trained: dict[str, Any]) -> pd.DataFrame:
@@ -449,13 +496,12 @@ def gate_drift(model: str, trained: dict[str, Any], run_id: str) -> dict[str, An
 
     settings = get_settings()
     cfg = get_config(model).config
-    train_rows, holdout_rows = _split(cfg, trained)
-    import pandas as pd
-
-    reference = pd.concat([train_rows, holdout_rows], ignore_index=True)  # the whole training window
+    parent, _, name = trained["training_set_uri"].rpartition("/")
+    reference, rows = drift_reference(open_store(parent), name, cfg)  # the whole training window, sampled
     newest = validated_days(model, settings)[-1]
     current = read_validated(model, [newest], settings)
-    result = drift_gate(reference, current, cfg, _report_path(settings, model, run_id, "drift"))
+    report = _report_path(settings, model, run_id, "drift")
+    result = drift_gate(reference, current, cfg, report, reference_rows=rows)
     return _finish_gate(result, trained["run_id"])
 
 

@@ -89,13 +89,17 @@ def build_pipeline(cfg: ModelConfig, estimator: Any) -> Pipeline:
     return Pipeline([("features", ColumnTransformer(transformers)), ("estimator", estimator)])
 
 
+def holdout_cutoff(ts: pd.Series, holdout_days: int) -> pd.Timestamp:
+    """Start of the holdout: midnight of the ``holdout_days``-th most recent calendar day in ``ts``."""
+    import pandas as pd
+
+    return ts.max().normalize() - pd.Timedelta(days=holdout_days - 1)
+
+
 def time_split(df: pd.DataFrame, cfg: ModelConfig, holdout_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The most recent ``holdout_days`` calendar days are the frozen holdout; the rest trains."""
     ts = df[cfg.timestamp_column]
-    last_day = ts.max().normalize()
-    import pandas as pd
-
-    cutoff = last_day - pd.Timedelta(days=holdout_days - 1)
+    cutoff = holdout_cutoff(ts, holdout_days)
     train, holdout = df[ts < cutoff], df[ts >= cutoff]
     if train.empty or holdout.empty:
         raise ValueError(

@@ -95,6 +95,63 @@ def test_drift_gate_sampling_still_detects_shift(credit: ModelConfig, tmp_path: 
     assert "sampled 400 of 3000 reference rows and 400 of 2500 current rows" in result.summary
 
 
+def _training_set(cfg: ModelConfig, path: Path, days: int, per_day: int) -> pd.DataFrame:
+    """A training-set-like parquet in row groups of 1,000 rows, rows not in timestamp order."""
+    frame = _features(cfg, days * per_day, 11)
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    stamps = [start + pd.Timedelta(days=d, seconds=s) for d in range(days) for s in range(per_day)]
+    frame[cfg.timestamp_column] = pd.Series(stamps).sample(frac=1.0, random_state=3).to_numpy()
+    frame[cfg.label.column] = np.arange(len(frame)) % 2
+    frame["row"] = np.arange(len(frame))  # not a feature: not read
+    frame.to_parquet(path, index=False, row_group_size=1000)
+    return frame
+
+
+def test_drift_reference_samples_row_groups_without_loading_the_set(credit: ModelConfig, tmp_path: Path) -> None:
+    from mlops.pipeline import drift_reference
+    from mlops.storage import LocalStore
+    from mlops.train import time_split
+
+    frame = _training_set(credit, tmp_path / "set.parquet", days=5, per_day=1200)  # 6 row groups
+    store, ts = LocalStore(tmp_path), credit.timestamp_column
+    key_of = [*credit.feature_columns, ts]
+
+    whole, rows = drift_reference(store, "set.parquet", credit, max_rows=10_000)
+    assert rows == len(frame) == len(whole) and list(whole.columns) == key_of
+    pd.testing.assert_frame_equal(whole, frame[key_of])  # small sets: every row, in file order
+
+    sample, rows = drift_reference(store, "set.parquet", credit, max_rows=2500, seed=4)
+    assert rows == 6000 and len(sample) == 2500
+    # Every sampled row is a real row of the set (timestamps are unique), each at most once, from
+    # every row group, and the same seed draws the same rows while another seed does not.
+    by_ts = frame.set_index(ts)
+    assert sample[ts].is_unique and sample[ts].isin(frame[ts]).all()
+    pd.testing.assert_frame_equal(
+        sample[credit.feature_columns], by_ts.loc[sample[ts], credit.feature_columns].reset_index(drop=True)
+    )
+    groups = pd.Series(frame.index[frame[ts].isin(sample[ts])] // 1000).nunique()
+    assert groups == 6
+    again, _ = drift_reference(store, "set.parquet", credit, max_rows=2500, seed=4)
+    other, _ = drift_reference(store, "set.parquet", credit, max_rows=2500, seed=5)
+    pd.testing.assert_frame_equal(sample, again)
+    assert not sample[ts].equals(other[ts])
+
+    # Without the holdout: exactly the rows time_split trains on, sampled or not.
+    train, _ = time_split(frame, credit, 2)
+    kept, rows = drift_reference(store, "set.parquet", credit, exclude_holdout_days=2, max_rows=10_000)
+    assert rows == len(train) == 3600
+    assert set(kept[ts]) == set(train[ts])
+    kept, rows = drift_reference(store, "set.parquet", credit, exclude_holdout_days=2, max_rows=1000)
+    assert rows == 3600 and len(kept) == 1000 and kept[ts].isin(train[ts]).all()
+
+
+def test_drift_gate_reports_the_rows_a_presampled_reference_came_from(credit: ModelConfig, tmp_path: Path) -> None:
+    ref, cur = _features(credit, 400, 3), _features(credit, 300, 4)
+    result = drift_gate(ref, cur, credit, tmp_path / "drift.html", reference_rows=5000)
+    assert result.metrics["rows_reference"] == 5000 and result.metrics["rows_reference_used"] == 400
+    assert result.metrics["sampled"] == 1 and "sampled 400 of 5000 reference rows" in result.summary
+
+
 def test_drift_gate_names_missing_columns(credit: ModelConfig, tmp_path: Path) -> None:
     ref = _features(credit, 50, 1)
     with pytest.raises(ValueError, match="age"):

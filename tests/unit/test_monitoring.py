@@ -134,9 +134,9 @@ def champion(state_dir: Path, mlflow_db: Path) -> str:
 
 
 def test_champion_reference_is_training_part_and_holdout_scores(state_dir: Path, champion: str) -> None:
-    reference, scores = champion_reference(MODEL, champion)
+    reference, scores, source_rows = champion_reference(MODEL, champion)
     ts = reference[CFG.timestamp_column]
-    assert len(reference) == 5 * 700
+    assert len(reference) == source_rows == 5 * 700  # under the drift gate's sample size: every row
     assert ts.max() < pd.Timestamp(TRAIN_START + timedelta(days=5), tz="UTC")
     assert len(scores) == 2 * 700
     assert scores.min() > 0.0 and scores.max() < 1.0
