@@ -87,9 +87,9 @@ def _read_lake_source(data_source: DataSource, repo_path: str) -> Table:
 
 
 def _lake_io(config: RepoConfig) -> dict[str, Any]:
-    """The reader, writer and staging arguments every Feast ibis call of our offline store passes."""
+    """The writer and staging arguments every Feast ibis call of our offline store passes (all but the
+    ASOF join also pass ``data_source_reader=_read_lake_source``)."""
     return {
-        "data_source_reader": _read_lake_source,
         "data_source_writer": feast_duckdb._write_data_source,
         "staging_location": config.offline_store.staging_location,
         "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override,
@@ -130,6 +130,7 @@ class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
+            data_source_reader=_read_lake_source,
             **_lake_io(config),
         )
 
@@ -154,6 +155,7 @@ class LakeDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             created_timestamp_column=created_timestamp_column,
             start_date=start_date,
             end_date=end_date,
+            data_source_reader=_read_lake_source,
             **_lake_io(config),
         )
 
@@ -205,6 +207,7 @@ def _historical_features_feast(
         project=project,
         full_feature_names=full_feature_names,
         filter_by_created_timestamp=filter_by_created_timestamp,
+        data_source_reader=_read_lake_source,
         **_lake_io(config),
     )
 
@@ -297,7 +300,7 @@ def _historical_features_asof(
             max_event_timestamp=timestamp_range[1],
         ),
         repo_path=str(config.repo_path),
-        **{k: v for k, v in _lake_io(config).items() if k != "data_source_reader"},
+        **_lake_io(config),
     )
 
 

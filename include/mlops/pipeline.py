@@ -446,7 +446,7 @@ def drift_reference(
     so memory is bounded by a row group plus ``max_rows`` (default the drift gate's own sample size),
     whatever the training window. Sets up to ``max_rows`` come back whole, in file order. With
     ``exclude_holdout_days`` the holdout is left out, cut where :func:`mlops.train.time_split` cuts it.
-    A column the set lacks is not read, so the drift gate names it.
+    A feature column the set lacks is not read, so the drift gate names it.
     """
     import numpy as np
     import pyarrow as pa
@@ -463,12 +463,14 @@ def drift_reference(
     columns = [c for c in dict.fromkeys([*cfg.feature_columns, ts]) if c in present]
     rows = parquet.metadata.num_rows
     eligible: np.ndarray | None = None  # None: every row
-    if exclude_holdout_days is not None and ts in present:
+    if exclude_holdout_days is not None:
+        if ts not in present:
+            raise ValueError(f"training set {key} has no timestamp column {ts!r}: cannot leave out its holdout")
         stamps = parquet.read(columns=[ts]).column(0).to_pandas()
         eligible = np.flatnonzero((stamps < holdout_cutoff(stamps, exclude_holdout_days)).to_numpy())
         rows = len(eligible)
     if rows <= limit:
-        chosen = np.arange(parquet.metadata.num_rows) if eligible is None else eligible
+        chosen = np.arange(rows) if eligible is None else eligible
     else:
         rng = np.random.default_rng(seed)
         picks = rng.choice(rows, size=limit, replace=False)

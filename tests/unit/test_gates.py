@@ -143,6 +143,9 @@ def test_drift_reference_samples_row_groups_without_loading_the_set(credit: Mode
     assert set(kept[ts]) == set(train[ts])
     kept, rows = drift_reference(store, "set.parquet", credit, exclude_holdout_days=2, max_rows=1000)
     assert rows == 3600 and len(kept) == 1000 and kept[ts].isin(train[ts]).all()
+    frame.drop(columns=[ts]).to_parquet(tmp_path / "no_ts.parquet", index=False)
+    with pytest.raises(ValueError, match=f"no_ts.parquet has no timestamp column '{ts}'"):
+        drift_reference(store, "no_ts.parquet", credit, exclude_holdout_days=2)
 
 
 def test_drift_gate_reports_the_rows_a_presampled_reference_came_from(credit: ModelConfig, tmp_path: Path) -> None:
