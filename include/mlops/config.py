@@ -53,6 +53,21 @@ class EntityConfig(_Strict):
 class LabelConfig(_Strict):
     column: str = Field(description="Label column in each batch.")
     positive_class: int | str = Field(description="Value of the label that counts as the positive class.")
+    classes: list[int | str] | None = Field(
+        default=None,
+        description="Every value the label may take (a GX expectation: a batch with any other value is "
+        "quarantined). Must hold `positive_class`. Default for an integer `positive_class`: `[0, 1]`; a string "
+        "`positive_class` needs the list.",
+    )
+
+    @property
+    def allowed_values(self) -> list[int | str]:
+        """The label values a batch may contain (the config's ``classes``, or ``[0, 1]`` for integer labels)."""
+        if self.classes is not None:
+            return list(self.classes)
+        if isinstance(self.positive_class, int):
+            return [0, 1]
+        raise ValueError("label.classes is required when label.positive_class is a string")
 
 
 class FeaturesConfig(_Strict):
@@ -84,6 +99,16 @@ class ColumnRule(_Strict):
 class DataQualityConfig(_Strict):
     min_rows: int = Field(default=1, ge=1, description="Fewest rows a batch may have.")
     max_rows: int = Field(default=10_000_000, ge=1, description="Most rows a batch may have.")
+    max_file_mb: float = Field(
+        default=512,
+        gt=0,
+        description="Largest landed file, in MiB, checked before it is read (a bigger one is quarantined unread).",
+    )
+    max_day_mb: float = Field(
+        default=2048,
+        gt=0,
+        description="Largest total size of one day's landed files, in MiB, checked before any of them is read.",
+    )
     max_null_fraction: float = Field(
         default=0.0, ge=0, le=1, description="Largest fraction of nulls allowed in any expected column."
     )
