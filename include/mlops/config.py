@@ -52,19 +52,21 @@ class EntityConfig(_Strict):
 
 class LabelConfig(_Strict):
     column: str = Field(description="Label column in each batch.")
-    positive_class: int | str = Field(description="Value of the label that counts as the positive class.")
-    classes: list[int | str] | None = Field(
+    positive_class: bool | int | str = Field(description="Value of the label that counts as the positive class.")
+    classes: list[bool | int | str] | None = Field(
         default=None,
         description="Every value the label may take (a GX expectation: a batch with any other value is "
-        "quarantined). Must hold `positive_class`. Default for an integer `positive_class`: `[0, 1]`; a string "
-        "`positive_class` needs the list.",
+        "quarantined). Must hold `positive_class`. Default: `[false, true]` for a boolean `positive_class`, "
+        "`[0, 1]` for an integer one; a string `positive_class` needs the list.",
     )
 
     @property
-    def allowed_values(self) -> list[int | str]:
-        """The label values a batch may contain (the config's ``classes``, or ``[0, 1]`` for integer labels)."""
+    def allowed_values(self) -> list[bool | int | str]:
+        """The label values a batch may contain: the config's ``classes``, else both booleans or ``[0, 1]``."""
         if self.classes is not None:
             return list(self.classes)
+        if isinstance(self.positive_class, bool):
+            return [False, True]
         if isinstance(self.positive_class, int):
             return [0, 1]
         raise ValueError("label.classes is required when label.positive_class is a string")

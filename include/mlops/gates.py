@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.config import ModelConfig
+from mlops.labels import positive_mask
 
 # Evidently sends anonymous telemetry unless this is set; it reads it at call time, so set it early.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -205,23 +206,9 @@ def _name_list(names: Sequence[str]) -> str:
     return f"{shown}, ... (+{extra} more)" if extra > 0 else shown
 
 
-def _positive_mask(values: Any, positive_class: int | str) -> np.ndarray:
-    """Boolean array: which values are the config's positive class.
-
-    Labels may arrive as ints, bools or strings (``1`` vs ``"1"``, ``"malignant"``); when a direct
-    comparison finds no positives, compare as strings before concluding there are none.
-    """
-    arr = np.asarray(values)
-    direct = np.asarray(arr == positive_class, dtype=bool)
-    if direct.any() or arr.size == 0:
-        return direct
-    as_str = np.asarray(pd.Series(arr).astype(str).to_numpy() == str(positive_class), dtype=bool)
-    return as_str if as_str.any() else direct
-
-
 def _negative_label(y_true: Any, positive_class: int | str) -> int | str:
     """The label shown for the negative class in the Evidently report."""
-    others = [v for v in pd.unique(np.asarray(y_true)) if not _positive_mask([v], positive_class)[0]]
+    others = [v for v in pd.unique(np.asarray(y_true)) if not positive_mask([v], positive_class)[0]]
     if others:
         other = others[0]
         return other.item() if isinstance(other, np.generic) else other  # type: ignore[no-any-return]
@@ -479,7 +466,7 @@ def quality_gate(
     _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
     if len(y_arr) == 0:
         raise ValueError("quality gate: the holdout has no rows")
-    y_pos = _positive_mask(y_arr, cfg.label.positive_class)
+    y_pos = positive_mask(y_arr, cfg.label.positive_class)
     pred_pos = proba >= threshold
     values = _quality_metrics(y_pos, proba, pred_pos)
     minimums = {str(k): float(v) for k, v in cfg.gates.quality.min_metrics.items()}
@@ -570,25 +557,47 @@ def _fairness_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
     return table[name]
 
 
-def _as_predicted_labels(y_pred: Any, positive_class: int | str) -> np.ndarray:
-    arr = np.asarray(y_pred)
-    if arr.dtype.kind == "f" and arr.size and not np.isin(arr[~np.isnan(arr)], (0.0, 1.0)).all():
-        raise ValueError("fairness gate: y_pred must be predicted labels, got probabilities")
-    return _positive_mask(arr, positive_class)
+def _metric_key(text: str) -> str:
+    """``text`` made safe for an MLflow metric key (``50+`` -> ``50_``)."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)[:60] or "_"
+
+
+def _unmeasurable(metric: str, y_pos: np.ndarray, pred_pos: np.ndarray, threshold: float) -> str | None:
+    """Why the configured metric cannot tell groups apart on this holdout at all, or None."""
+    if metric == "accuracy":
+        return None
+    n = len(pred_pos)
+    if not pred_pos.any():
+        return f"the model predicts no positive on the {n} holdout rows at threshold {threshold:g}"
+    if pred_pos.all():
+        return f"the model predicts every one of the {n} holdout rows positive at threshold {threshold:g}"
+    if metric == "true_positive_rate" and not y_pos.any():
+        return f"the holdout's {n} rows have no positive label"
+    if metric == "false_positive_rate" and y_pos.all():
+        return f"the holdout's {n} rows have no negative label"
+    return None
 
 
 def fairness_gate(
     holdout: pd.DataFrame,
     y_true: pd.Series,
-    y_pred: np.ndarray,
+    y_proba: np.ndarray,
     cfg: ModelConfig,
     report_path: Path,
+    *,
+    threshold: float = 0.5,
 ) -> GateResult:
     """Group fairness per sensitive attribute with fairlearn's MetricFrame.
 
-    Disparity is max - min of the configured metric over groups with at least ``min_group_size``
-    rows; smaller groups are shown and flagged but not gated, because a handful of rows makes any
-    rate noisy. Evidently has no tabular fairness metrics, hence our own HTML.
+    ``y_proba`` is the 1-D probability of ``cfg.label.positive_class`` (as for the quality gate); a row is
+    predicted positive when it is at least ``threshold``. Comparing in the positive-class space, never in
+    the label space, is what keeps the gate measuring whatever the label type (int, string, boolean).
+
+    Disparity is max - min of the configured metric over groups with at least ``min_group_size`` rows;
+    smaller groups are shown and flagged but not gated, because a handful of rows makes any rate noisy.
+    A gate that cannot measure (constant predictions, fewer than two comparable groups for an attribute)
+    fails and says why: it never passes on a figure it could not compute. Evidently has no tabular
+    fairness metrics, hence our own HTML.
     """
     from fairlearn.metrics import MetricFrame, count
 
@@ -602,17 +611,32 @@ def fairness_gate(
     missing = _missing_columns(holdout, attrs)
     if missing:
         raise ValueError(f"fairness gate: holdout lacks sensitive attribute columns {missing}")
+    proba = np.asarray(y_proba, dtype="float64")
+    if proba.ndim != 1:
+        raise ValueError(
+            f"fairness gate: y_proba must be the 1-D probability of the positive class, got shape {proba.shape}"
+        )
     y_arr = np.asarray(y_true)
-    _check_lengths(len(holdout), y_true=y_arr, y_pred=np.asarray(y_pred))
-    y01 = _positive_mask(y_arr, cfg.label.positive_class).astype(int)
-    p01 = _as_predicted_labels(y_pred, cfg.label.positive_class).astype(int)
+    _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
+    if len(y_arr) == 0:
+        raise ValueError("fairness gate: the holdout has no rows")
+    y_pos = positive_mask(y_arr, cfg.label.positive_class)
+    pred_pos = proba >= threshold
+    y01, p01 = y_pos.astype(int), pred_pos.astype(int)
     metric_fn = _fairness_metric(fcfg.metric)
 
     attributes: dict[str, dict[str, Any]] = {}
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {
+        "predicted_positive_rate": float(pred_pos.mean()),
+        "positive_rate": float(y_pos.mean()),
+        "decision_threshold": float(threshold),
+    }
     problems: list[str] = []
     passing: list[str] = []
     notes: list[str] = []
+    blind = _unmeasurable(fcfg.metric, y_pos, pred_pos, threshold)
+    if blind:
+        problems.append(f"cannot measure {fcfg.metric}: {blind}")
     for attr in attrs:
         groups_s = holdout[attr].astype("string").fillna("(missing)").astype(object).to_numpy()
         frame = MetricFrame(
@@ -637,18 +661,32 @@ def fairness_gate(
         gated = [g for g in groups if g["gated"]]
         hi = max(gated, key=lambda g: g["value"]) if gated else None
         lo = min(gated, key=lambda g: g["value"]) if gated else None
-        disparity = hi["value"] - lo["value"] if hi and lo else 0.0
-        ok = disparity <= fcfg.max_disparity + 1e-12
+        disparity = hi["value"] - lo["value"] if hi and lo else float("nan")
+        measurable = len(gated) >= 2 and not blind
+        ok = measurable and disparity <= fcfg.max_disparity + 1e-12
         small = [g["group"] for g in groups if g["small"]]
         attributes[attr] = {
             "disparity": disparity,
             "passed": ok,
+            "measurable": measurable,
             "highest": hi["group"] if hi else None,
             "lowest": lo["group"] if lo else None,
             "groups": groups,
             "small_groups": small,
         }
         metrics[f"disparity.{attr}"] = disparity
+        for g in groups:  # per-group figures reach MLflow too (its metric keys allow a narrow alphabet)
+            key = f"group.{_metric_key(attr)}.{_metric_key(g['group'])}"
+            metrics[f"{key}.{fcfg.metric}"] = g["value"]
+            metrics[f"{key}.rows"] = float(g["count"])
+        if blind:
+            continue
+        if len(gated) < 2:
+            problems.append(
+                f"cannot measure {attr}: {len(gated)} group(s) with >= {fcfg.min_group_size} rows and a defined "
+                f"{fcfg.metric} (need 2; groups: " + ", ".join(f"{g['group']} n={g['count']}" for g in groups) + ")"
+            )
+            continue
         d_s, m_s = _fmt_vs(disparity, fcfg.max_disparity)
         if not ok and hi and lo:
             problems.append(
@@ -656,12 +694,13 @@ def fairness_gate(
                 f"({hi['group']} {hi['value']:.3f} vs {lo['group']} {lo['value']:.3f})"
             )
         else:
-            passing.append(f"{attr} {d_s}" + ("" if len(gated) >= 2 else " (under 2 comparable groups)"))
+            passing.append(f"{attr} {d_s}")
         if small:
             notes.append(f"{attr}: {len(small)} group(s) under {fcfg.min_group_size} rows not gated")
 
     passed = not problems
-    metrics["disparity"] = max(a["disparity"] for a in attributes.values())
+    measured = [a["disparity"] for a in attributes.values() if not math.isnan(a["disparity"])]
+    metrics["disparity"] = max(measured) if measured else float("nan")
     metrics["max_disparity"] = fcfg.max_disparity
     if passed:
         summary = f"fairness gate passed: {fcfg.metric} disparity <= max {fcfg.max_disparity:g} for " + ", ".join(
@@ -676,6 +715,8 @@ def fairness_gate(
         "max_disparity": fcfg.max_disparity,
         "min_group_size": fcfg.min_group_size,
         "attributes": attributes,
+        "threshold": threshold,
+        "positive_class": cfg.label.positive_class,
     }
     result = GateResult("fairness", passed, False, summary, metrics, report_path, details)
     _write_fairness_html(result, details)
@@ -703,7 +744,8 @@ def _write_fairness_html(result: GateResult, details: dict[str, Any]) -> None:
             classes.append("" if g["gated"] else "small")
         parts.append(f"<h2>{html.escape(attr)} {_tag(bool(info['passed']))}</h2>")
         parts.append(
-            f"<p>disparity <b>{info['disparity']:.3f}</b> vs max {max_disparity:g}"
+            f"<p>disparity <b>{_num_cell(info['disparity'])}</b> vs max {max_disparity:g}"
+            + ("" if info.get("measurable", True) else " (cannot measure: see the verdict)")
             + (
                 f" (highest {html.escape(str(info['highest']))}, lowest {html.escape(str(info['lowest']))})"
                 if info["highest"] is not None and info["highest"] != info["lowest"]

@@ -531,11 +531,10 @@ def gate_fairness(model: str, trained: dict[str, Any], run_id: str) -> dict[str,
     settings = get_settings()
     cfg = get_config(model).config
     holdout = _holdout(trained)
-    predictions = (holdout[PROBA_COLUMN].to_numpy() >= 0.5).astype(int)
     result = fairness_gate(
         holdout,
         holdout[cfg.label.column],
-        predictions,
+        holdout[PROBA_COLUMN].to_numpy(),
         cfg,
         _report_path(settings, model, run_id, "fairness"),
     )

@@ -110,11 +110,10 @@ def time_split(df: pd.DataFrame, cfg: ModelConfig, holdout_days: int) -> tuple[p
 
 
 def binary_target(values: pd.Series, cfg: ModelConfig) -> pd.Series:
-    """1 for the configured positive class, else 0 (numeric labels compare as numbers)."""
-    positive = cfg.label.positive_class
-    if values.dtype.kind in "iuf" and isinstance(positive, int):
-        return (values == positive).astype(int)
-    return (values.astype(str) == str(positive)).astype(int)
+    """1 for the configured positive class, else 0 (see :func:`mlops.labels.positive_mask`)."""
+    from mlops.labels import binary_target as target
+
+    return target(values, cfg.label.positive_class)
 
 
 def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> dict[str, float]:

@@ -267,8 +267,8 @@ def test_fairness_gate_true_positive_rate_with_string_labels(tumor: ModelConfig,
     n = 300
     frame = pd.DataFrame({"clinic_site": np.array(["north", "south", "east"] * (n // 3), dtype=object)})
     y = np.where(np.arange(n) % 2 == 0, "malignant", "benign")
-    pred = np.where(frame["clinic_site"] == "east", "benign", y)  # east misses every malignant case
-    result = fairness_gate(frame, pd.Series(y), pred, tumor, tmp_path / "fair.html")
+    proba = np.where(frame["clinic_site"] == "east", 0.1, np.where(y == "malignant", 0.9, 0.1))  # east misses all
+    result = fairness_gate(frame, pd.Series(y), proba, tumor, tmp_path / "fair.html")
     assert not result.passed
     assert result.metrics["disparity.clinic_site"] == pytest.approx(1.0)
 
