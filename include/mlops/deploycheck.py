@@ -401,3 +401,113 @@ def dockerfile_env(instructions: list[Instruction]) -> dict[str, str]:
 def last_instruction(instructions: list[Instruction], keyword: str) -> str | None:
     found = [i.args for i in instructions if i.keyword == keyword.upper()]
     return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------- Kubernetes Pod Security
+
+# Pod Security Standards, profile `restricted` (which includes `baseline`), as of Kubernetes 1.33:
+# https://kubernetes.io/docs/concepts/security/pod-security-standards/
+_RESTRICTED_VOLUME_TYPES = frozenset(
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+)
+_SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+_SECCOMP_ALLOWED = frozenset({"RuntimeDefault", "Localhost"})
+
+
+def _containers(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [
+        (f"{kind} {container.get('name')}", container)
+        for kind in ("initContainers", "containers", "ephemeralContainers")
+        for container in spec.get(kind) or []
+    ]
+
+
+def pod_security_restricted_violations(pod: Mapping[str, Any]) -> list[str]:
+    """What keeps a pod (the API's camelCase JSON) out of Pod Security ``restricted``; empty = admitted.
+
+    Checked on every container, init and ephemeral ones included, as the admission controller does:
+    the pod-level ``securityContext`` satisfies ``runAsNonRoot`` and ``seccompProfile`` only where no
+    container overrides it with a forbidden value.
+    """
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+    pod_ctx: Mapping[str, Any] = spec.get("securityContext") or {}
+    problems = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            problems.append(f"pod: {key} is true")
+    if (pod_ctx.get("windowsOptions") or {}).get("hostProcess"):
+        problems.append("pod: windowsOptions.hostProcess is true")
+    for volume in spec.get("volumes") or []:
+        kinds = [key for key in volume if key != "name"]
+        for kind in kinds:
+            if kind not in _RESTRICTED_VOLUME_TYPES:
+                problems.append(f"volume {volume.get('name')}: type {kind} is not allowed (hostPath and the like)")
+    for sysctl in pod_ctx.get("sysctls") or []:
+        if sysctl.get("name") not in _SAFE_SYSCTLS:
+            problems.append(f"pod: sysctl {sysctl.get('name')} is not in the safe set")
+    problems += _selinux_apparmor("pod", pod_ctx)
+    pod_non_root = pod_ctx.get("runAsNonRoot") is True
+    pod_seccomp = (pod_ctx.get("seccompProfile") or {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in _SECCOMP_ALLOWED:
+        problems.append(f"pod: seccompProfile {pod_seccomp} (needs RuntimeDefault or Localhost)")
+    if pod_ctx.get("runAsUser") == 0:
+        problems.append("pod: runAsUser is 0")
+    containers = _containers(spec)
+    if not containers:
+        problems.append("pod: no containers")
+    for where, container in containers:
+        ctx: Mapping[str, Any] = container.get("securityContext") or {}
+        if ctx.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if (ctx.get("windowsOptions") or {}).get("hostProcess"):
+            problems.append(f"{where}: windowsOptions.hostProcess is true")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation must be false")
+        non_root = ctx.get("runAsNonRoot")
+        if non_root is False or (non_root is None and not pod_non_root):
+            problems.append(f"{where}: runAsNonRoot must be true (pod or container)")
+        if ctx.get("runAsUser") == 0:
+            problems.append(f"{where}: runAsUser is 0")
+        seccomp = (ctx.get("seccompProfile") or {}).get("type")
+        if seccomp is not None and seccomp not in _SECCOMP_ALLOWED:
+            problems.append(f"{where}: seccompProfile {seccomp} (needs RuntimeDefault or Localhost)")
+        elif seccomp is None and pod_seccomp not in _SECCOMP_ALLOWED:
+            problems.append(f"{where}: seccompProfile must be RuntimeDefault or Localhost (pod or container)")
+        capabilities: Mapping[str, Any] = ctx.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{where}: capabilities must drop ALL")
+        added = set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}
+        if added:
+            problems.append(f"{where}: capabilities add {sorted(added)} (only NET_BIND_SERVICE is allowed)")
+        if ctx.get("procMount") not in (None, "Default"):
+            problems.append(f"{where}: procMount {ctx.get('procMount')}")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            problems.append(f"{where}: hostPort is set")
+        problems += _selinux_apparmor(where, ctx)
+    return problems
+
+
+def _selinux_apparmor(where: str, ctx: Mapping[str, Any]) -> list[str]:
+    problems = []
+    selinux: Mapping[str, Any] = ctx.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in _SELINUX_TYPES:
+        problems.append(f"{where}: seLinuxOptions.type {selinux.get('type')}")
+    if selinux.get("user") or selinux.get("role"):
+        problems.append(f"{where}: seLinuxOptions user/role are set")
+    if (ctx.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append(f"{where}: appArmorProfile Unconfined")
+    return problems
