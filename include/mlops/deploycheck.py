@@ -511,3 +511,175 @@ def _selinux_apparmor(where: str, ctx: Mapping[str, Any]) -> list[str]:
     if (ctx.get("appArmorProfile") or {}).get("type") == "Unconfined":
         problems.append(f"{where}: appArmorProfile Unconfined")
     return problems
+
+
+# ------------------------------------------------------------------------------ Kubernetes NetworkPolicy
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (``matchLabels`` and ``matchExpressions``) against a label set."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], set(expression.get("values") or [])
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def _policy_types(policy: Mapping[str, Any]) -> set[str]:
+    spec = policy.get("spec") or {}
+    declared = spec.get("policyTypes")
+    if declared:
+        return set(declared)
+    return {"Ingress", "Egress"} if "egress" in spec else {"Ingress"}
+
+
+def egress_rules(policies: list[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]) -> list[Any] | None:
+    """The egress rules that apply to a pod; None when no policy restricts its egress (all allowed).
+
+    Policies are additive: the pod may send what any selecting policy allows.
+    """
+    rules: list[Any] = []
+    restricted = False
+    for policy in policies:
+        if policy.get("kind") != "NetworkPolicy" or policy["metadata"].get("namespace") != namespace:
+            continue
+        spec = policy.get("spec") or {}
+        if "Egress" in _policy_types(policy) and selects(spec.get("podSelector") or {}, labels):
+            restricted = True
+            rules.extend(spec.get("egress") or [])
+    return rules if restricted else None
+
+
+def _port(entry: Mapping[str, Any]) -> tuple[str, int | str]:
+    return (str(entry.get("protocol", "TCP")), entry.get("port", "*"))
+
+
+def egress_problems(
+    policies: list[Mapping[str, Any]],
+    namespace: str,
+    labels: Mapping[str, str],
+    allowed: Mapping[str, set[tuple[str, int]]],
+) -> list[str]:
+    """The pod's egress is exactly ``allowed`` (name -> {(protocol, port)}): each reachable, nothing more."""
+    rules = egress_rules(policies, namespace, labels)
+    if rules is None:
+        return [f"no NetworkPolicy in {namespace} restricts the egress of pods labelled {dict(labels)}"]
+    problems = []
+    reachable: set[tuple[str, int | str]] = set()
+    for index, rule in enumerate(rules):
+        peers = rule.get("to") or []
+        if not peers:
+            problems.append(f"egress rule {index}: no `to`, so it reaches every destination")
+        for peer in peers:
+            cidr = str((peer.get("ipBlock") or {}).get("cidr", ""))
+            if cidr.endswith("/0"):
+                problems.append(f"egress rule {index}: ipBlock {cidr} is the whole internet")
+            if "namespaceSelector" in peer and not peer["namespaceSelector"] and "podSelector" not in peer:
+                problems.append(f"egress rule {index}: an empty namespaceSelector reaches every pod of the cluster")
+        ports = rule.get("ports") or []
+        if not ports:
+            problems.append(f"egress rule {index}: no `ports`, so it reaches every port")
+        for entry in ports:
+            if entry.get("endPort") is not None:
+                problems.append(f"egress rule {index}: port range {entry.get('port')}-{entry['endPort']}")
+            reachable.add(_port(entry))
+    wanted = {port for ports in allowed.values() for port in ports}
+    for protocol, port in sorted(reachable - wanted, key=str):
+        problems.append(f"egress to {protocol}/{port} is none of {', '.join(allowed)}")
+    for name, ports in allowed.items():
+        if not ports <= reachable:
+            problems.append(f"no egress to {name} ({', '.join(f'{p}/{n}' for p, n in sorted(ports))})")
+    return problems
+
+
+# ------------------------------------------------------------------------- secrets before start-up
+
+PLACEHOLDER_PREFIX = "change-me"
+MIN_SECRET_LENGTH = 16
+# Airflow signs JWTs with HS512: a key shorter than the hash is weak (see .env.example).
+MIN_LENGTH = {"AIRFLOW_JWT_SECRET": 64}
+FERNET_KEYS = frozenset({"AIRFLOW_FERNET_KEY"})
+# Credentials go into URLs and ini files (see .env.example): no '@', ':', '/', '%', '#'.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def is_credential(key: str) -> bool:
+    """A variable that names a user or holds a secret (a ``*_FILE`` / ``*_PATH`` holds a location)."""
+    if _SECRET_LOCATION.search(key):
+        return False
+    return bool(SECRET_KEY.search(key)) or key.endswith(("_USER", "_USERNAME"))
+
+
+def _fernet_problem(value: str) -> str | None:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return "is not url-safe base64"
+    return None if len(value) == 44 and len(raw) == 32 else "is not a Fernet key (32 bytes, url-safe base64)"
+
+
+def placeholder_secrets(env: Mapping[str, str], example: Mapping[str, str]) -> list[str]:
+    """Why ``env`` must not start the stack: a credential of ``.env.example`` still at its placeholder,
+    missing, too short, with characters that break a URL, or shared with another credential."""
+    problems = []
+    seen: dict[str, str] = {}
+    for key in sorted(k for k in example if is_credential(k)):
+        value = env.get(key)
+        if not value:
+            problems.append(f"{key}: not set")
+            continue
+        if value == example[key] or value.lower().startswith(PLACEHOLDER_PREFIX):
+            problems.append(f"{key}: still the placeholder of .env.example")
+            continue
+        is_user = key.endswith(("_USER", "_USERNAME"))
+        if key in FERNET_KEYS:
+            problem = _fernet_problem(value)
+            if problem:
+                problems.append(f"{key}: {problem}")
+        elif not _SAFE_VALUE.fullmatch(value):
+            problems.append(f"{key}: use letters, digits, '.', '_' and '-' only")
+        minimum = 3 if is_user else MIN_LENGTH.get(key, MIN_SECRET_LENGTH)
+        if len(value) < minimum:
+            problems.append(f"{key}: {len(value)} characters, needs at least {minimum}")
+        if not is_user:
+            if value in seen:
+                problems.append(f"{key}: same value as {seen[value]}; give every credential its own")
+            seen.setdefault(value, key)
+    return problems
+
+
+def _main(argv: list[str]) -> int:
+    """``deploycheck.py check-secrets ENV_EXAMPLE``: the compose stack's first one-shot job."""
+    import os
+    import sys
+
+    if len(argv) != 2 or argv[0] != "check-secrets":
+        print("usage: deploycheck.py check-secrets PATH/TO/.env.example", file=sys.stderr)
+        return 2
+    with open(argv[1], encoding="utf-8") as handle:
+        example = parse_env_file(handle.read())
+    problems = placeholder_secrets(os.environ, example)
+    for problem in problems:
+        print(f"refusing to start: {problem} (set it in .env; see .env.example)", file=sys.stderr)
+    if not problems:
+        print(f"secrets check: {sum(map(is_credential, example))} credentials set, none a placeholder")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
