@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -543,7 +543,7 @@ def _policy_types(policy: Mapping[str, Any]) -> set[str]:
     return {"Ingress", "Egress"} if "egress" in spec else {"Ingress"}
 
 
-def egress_rules(policies: list[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]) -> list[Any] | None:
+def egress_rules(policies: Sequence[Mapping[str, Any]], namespace: str, labels: Mapping[str, str]) -> list[Any] | None:
     """The egress rules that apply to a pod; None when no policy restricts its egress (all allowed).
 
     Policies are additive: the pod may send what any selecting policy allows.
@@ -565,7 +565,7 @@ def _port(entry: Mapping[str, Any]) -> tuple[str, int | str]:
 
 
 def egress_problems(
-    policies: list[Mapping[str, Any]],
+    policies: Sequence[Mapping[str, Any]],
     namespace: str,
     labels: Mapping[str, str],
     allowed: Mapping[str, set[tuple[str, int]]],
@@ -600,6 +600,43 @@ def egress_problems(
         if not ports <= reachable:
             problems.append(f"no egress to {name} ({', '.join(f'{p}/{n}' for p, n in sorted(ports))})")
     return problems
+
+
+# ----------------------------------------------------------------------------- S3 (IAM) policies
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def _statement_matches(statement: Mapping[str, Any], action: str, resource: str) -> bool:
+    import fnmatch
+
+    actions = _as_list(statement.get("Action"))
+    resources = _as_list(statement.get("Resource"))
+    return any(fnmatch.fnmatchcase(action, pattern) for pattern in actions) and any(
+        fnmatch.fnmatchcase(resource, pattern) for pattern in resources
+    )
+
+
+def s3_policy_allows(policy: Mapping[str, Any], action: str, resource: str) -> bool:
+    """IAM evaluation for one identity policy: an explicit Deny wins, else any Allow, else denied.
+
+    ``resource`` is an ARN (``arn:aws:s3:::bucket/key``); ``*`` and ``?`` in the policy match as in
+    IAM. Conditions are not supported: a statement with one is an error, not silently ignored.
+    """
+    statements = policy.get("Statement") or []
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    allowed = False
+    for statement in statements:
+        if any(key in statement for key in ("Condition", "NotAction", "NotResource")):
+            raise ValueError(f"statement {statement.get('Sid')!r}: Condition/NotAction/NotResource not supported")
+        if _statement_matches(statement, action, resource):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
 
 
 # ------------------------------------------------------------------------- secrets before start-up
