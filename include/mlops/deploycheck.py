@@ -4,8 +4,11 @@ Docker Compose interpolates ``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}``
 ``+`` forms without the colon) in every string value, with ``$$`` for a literal ``$``. This module
 does the same from a ``.env`` file, so the rendered file can be validated against the Compose
 Specification schema, and it holds the house rules the stack must keep (health checks, ordered
-start-up, pinned images, no secret literals). Each rule returns a list of problems, one line each:
-an empty list means the rule holds. Standard library only, so it runs anywhere the tests run.
+start-up, pinned images, no secret literals). It also holds the least-privilege rules: Pod Security
+``restricted`` for a pod, NetworkPolicy egress, IAM evaluation of the S3 policies, and the secrets
+check that the compose job ``secrets-check`` runs (``python deploycheck.py check-secrets .env.example``)
+before anything else starts. Each rule returns a list of problems, one line each: an empty list means
+the rule holds. Standard library only, so it runs anywhere the tests run and in a bare Python image.
 """
 
 from __future__ import annotations
