@@ -664,15 +664,12 @@ def register(
     actor: str = "airflow",
 ) -> dict[str, Any]:
     """Register the gated model with its lineage and point ``challenger`` at it."""
+    from mlops.pod import pod_image
     from mlops.registry import CHALLENGER, register_version, set_alias
 
     settings = get_settings()
     loaded = get_config(model)
-    image = (
-        "local-process"
-        if settings.training_backend == "local"
-        else (loaded.config.training.resources.image or settings.training_image)
-    )
+    image = "local-process" if settings.training_backend == "local" else pod_image(loaded.config.training.resources)
     tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
     version = register_version(model, trained["run_id"], tags)
     set_alias(model, CHALLENGER, version, actor=actor, reason="passed every gate", dag_id=dag_id, dag_run_id=run_id)

@@ -1,7 +1,12 @@
 """The house KubernetesPodOperator wrapper: every pod default is set here, once, with its reason.
 
 Endpoints reach the pod from the ConfigMap ``mlops-endpoints`` and credentials from the Secret
-``mlops-credentials`` (see ``deploy/k8s``), so nothing is read from the environment at DAG parse time.
+``mlops-credentials`` (see ``deploy/k8s``). The image and namespace are the settings
+``MLOPS_TRAINING_IMAGE`` / ``MLOPS_K8S_NAMESPACE`` (read without raising, so safe at parse time);
+:func:`pod_image` is the one place the image is chosen, and the registry's lineage tag calls it too.
+
+Every container of the pod, the operator's XCom sidecar included, meets the Pod Security
+``restricted`` profile that ``deploy/k8s/namespace.yaml`` enforces.
 """
 
 from __future__ import annotations
@@ -9,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from mlops.config import ResourcesConfig
+from mlops.settings import DEFAULT_TRAINING_IMAGE, kubernetes_namespace, training_image
 
-DEFAULT_IMAGE = "ghcr.io/mlops-platform/trainer:0.1.0"
+DEFAULT_IMAGE = DEFAULT_TRAINING_IMAGE
 ENDPOINTS_CONFIGMAP = "mlops-endpoints"
 CREDENTIALS_SECRET = "mlops-credentials"
 # Keys of the credentials Secret exposed to the container as environment variables of the same name.
@@ -22,6 +28,29 @@ SECRET_ENV_KEYS = (
 )
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 10001  # the training image's non-root user
+# The label that marks training pods: deploy/k8s/networkpolicy.yaml selects them by it.
+ROLE_LABEL = ("mlops/role", "training")
+
+
+def pod_image(resources: ResourcesConfig) -> str:
+    """The image a training pod runs: the model's ``training.resources.image``, else MLOPS_TRAINING_IMAGE.
+
+    The registry's ``lineage.training_image`` tag calls this too, so it names what the pod ran.
+    """
+    return resources.image or training_image()
+
+
+def _container_security_context() -> Any:
+    """Pod Security ``restricted`` for one container: no escalation, no capabilities, read-only root."""
+    from kubernetes.client import models as k8s
+
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
 
 
 def gpu_pod_operator(
@@ -29,12 +58,16 @@ def gpu_pod_operator(
     task_id: str,
     arguments: list[str],
     resources: ResourcesConfig,
-    namespace: str = "mlops-training",
-    image: str | None = None,
+    namespace: str | None = None,
     labels: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Build the training KubernetesPodOperator; ``overrides`` win over the house defaults."""
+    """Build the training KubernetesPodOperator; ``overrides`` win over the house defaults.
+
+    The image is not an override: it comes from :func:`pod_image` only, so lineage cannot drift.
+    """
+    if "image" in overrides:
+        raise ValueError("gpu_pod_operator takes no image: set training.resources.image or MLOPS_TRAINING_IMAGE")
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.cncf.kubernetes.secret import Secret
     from kubernetes.client import models as k8s
@@ -51,15 +84,15 @@ def gpu_pod_operator(
     defaults: dict[str, Any] = {
         "task_id": task_id,
         "name": f"train-{task_id}".replace("_", "-"),
-        "namespace": namespace,
-        "image": image or resources.image or DEFAULT_IMAGE,
+        "namespace": namespace or kubernetes_namespace(),
+        "image": pod_image(resources),
         "cmds": ["python", "-m", "mlops.train"],
         "arguments": arguments,
         # Requests equal limits: training gets a Guaranteed QoS class and is not evicted first.
         "container_resources": k8s.V1ResourceRequirements(requests=dict(limits), limits=limits),
         "node_selector": node_selector,
         "tolerations": tolerations,
-        "labels": {"app.kubernetes.io/part-of": "mlops-platform", "mlops/role": "training", **(labels or {})},
+        "labels": {"app.kubernetes.io/part-of": "mlops-platform", **(labels or {}), ROLE_LABEL[0]: ROLE_LABEL[1]},
         # Non-root, no privilege escalation, read-only root: the image only needs /tmp to write.
         "security_context": k8s.V1PodSecurityContext(
             run_as_non_root=True,
@@ -68,12 +101,10 @@ def gpu_pod_operator(
             fs_group=RUN_AS_USER,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
-        "container_security_context": k8s.V1SecurityContext(
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            run_as_non_root=True,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        ),
+        "container_security_context": _container_security_context(),
+        # The operator's XCom sidecar (alpine) gets the same context: unset, the namespace's
+        # `restricted` enforcement would reject the whole pod. It only runs `sh`, `sleep` and `cat`.
+        "xcom_sidecar_container_security_context": _container_security_context(),
         "volumes": [k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
         "volume_mounts": [k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         # Endpoints from a ConfigMap, credentials from a Secret: nothing sensitive in the DAG.

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TRAINING_IMAGE = "ghcr.io/mlops-platform/trainer:0.1.0"
+DEFAULT_K8S_NAMESPACE = "mlops-training"
 
 Env = Literal["local", "production"]
 TrainingBackend = Literal["local", "kubernetes"]
@@ -51,6 +53,16 @@ def _require(name: str) -> str:
     return value
 
 
+def training_image() -> str:
+    """``MLOPS_TRAINING_IMAGE`` or the default; never raises, so the DAG may call it at parse time."""
+    return os.environ.get("MLOPS_TRAINING_IMAGE") or DEFAULT_TRAINING_IMAGE
+
+
+def kubernetes_namespace() -> str:
+    """``MLOPS_K8S_NAMESPACE`` or the default; never raises, so the DAG may call it at parse time."""
+    return os.environ.get("MLOPS_K8S_NAMESPACE") or DEFAULT_K8S_NAMESPACE
+
+
 def get_settings() -> Settings:
     """Resolve settings from the environment (cheap; call it inside tasks, not at import time)."""
     env = os.environ.get("MLOPS_ENV", "local")
@@ -59,8 +71,8 @@ def get_settings() -> Settings:
     state_dir = Path(os.environ.get("MLOPS_STATE_DIR", REPO_ROOT / ".mlops")).resolve()
     models_dir = Path(os.environ.get("MLOPS_MODELS_DIR", REPO_ROOT / "include" / "models")).resolve()
     feature_repo = Path(os.environ.get("MLOPS_FEATURE_REPO", REPO_ROOT / "feature_repo")).resolve()
-    image = os.environ.get("MLOPS_TRAINING_IMAGE", "ghcr.io/mlops-platform/trainer:0.1.0")
-    namespace = os.environ.get("MLOPS_K8S_NAMESPACE", "mlops-training")
+    image = training_image()
+    namespace = kubernetes_namespace()
     if env == "local":
         tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
         backend = os.environ.get("MLOPS_TRAINING_BACKEND", "local")

@@ -58,7 +58,7 @@ AIRFLOW_SERVICES = [
     "airflow-worker",
 ]
 TASK_RUNNERS = ["airflow-scheduler", "airflow-worker"]  # LocalExecutor runs tasks in the scheduler
-ONE_SHOT = {"minio-init", "airflow-init"}
+ONE_SHOT = {"secrets-check", "minio-init", "mlflow-init", "airflow-init"}
 CODE_MOUNTS = {
     "./dags": "/opt/airflow/dags",
     "./plugins": "/opt/airflow/plugins",
@@ -356,11 +356,13 @@ def test_house_rules_reject_a_broken_copy(raw_compose: dict[str, Any], case: str
 
 def test_stack_has_the_expected_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
+        "secrets-check",
         "postgres",
         "redis",
         "minio",
         "minio-init",
         "mlflow",
+        "mlflow-init",
         *AIRFLOW_SERVICES,
     }
     commands = {name: compose["services"][name].get("command") for name in AIRFLOW_SERVICES[1:]}
@@ -411,8 +413,11 @@ def test_airflow_services_resolve_production_settings(
     assert env["PYTHONPATH"] == "/opt/airflow/include"  # where that executor's module is mounted
     api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (api.hostname, api.port) == ("airflow-apiserver", 8080)
+    # .env.example keeps the development auth manager; production switches to FAB (README).
     assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].endswith(":admin")
+    mlflow_admin = dc.environment(compose["services"]["mlflow"])["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert env["MLFLOW_TRACKING_USERNAME"] != mlflow_admin
 
 
 def test_airflow_components_share_their_signing_secrets(raw_compose: dict[str, Any]) -> None:

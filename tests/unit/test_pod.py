@@ -10,8 +10,9 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
+from mlops import deploycheck as dc
 from mlops.config import ResourcesConfig
-from mlops.pod import CREDENTIALS_SECRET, ENDPOINTS_CONFIGMAP, SECRET_ENV_KEYS, gpu_pod_operator
+from mlops.pod import CREDENTIALS_SECRET, ENDPOINTS_CONFIGMAP, ROLE_LABEL, SECRET_ENV_KEYS, gpu_pod_operator, pod_image
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"
@@ -105,3 +106,114 @@ def test_house_defaults_can_be_overridden_in_one_place() -> None:
     assert operator.namespace == "team-a"
     assert operator.startup_timeout_seconds == 60
     assert operator.deferrable is False and operator.do_xcom_push is True
+
+
+# ------------------------------------------------------------------- image and namespace from settings
+
+
+def test_image_and_namespace_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_TRAINING_IMAGE", "registry.example.com/team/trainer:2.3.4")
+    monkeypatch.setenv("MLOPS_K8S_NAMESPACE", "team-training")
+    resources = ResourcesConfig(gpu=1)
+    pod = _pod_dict(gpu_pod_operator(task_id="train", arguments=[], resources=resources))
+    assert pod["metadata"]["namespace"] == "team-training"
+    assert pod["spec"]["containers"][0]["image"] == "registry.example.com/team/trainer:2.3.4"
+    assert pod_image(resources) == pod["spec"]["containers"][0]["image"]
+
+
+def test_model_config_image_wins_over_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_TRAINING_IMAGE", "registry.example.com/team/trainer:2.3.4")
+    resources = ResourcesConfig(image="registry.example.com/team/special:1.0.0")
+    pod = _pod_dict(gpu_pod_operator(task_id="train", arguments=[], resources=resources))
+    assert pod["spec"]["containers"][0]["image"] == pod_image(resources) == "registry.example.com/team/special:1.0.0"
+
+
+def test_the_image_cannot_be_set_past_the_lineage_source() -> None:
+    with pytest.raises(ValueError, match=r"training\.resources\.image or MLOPS_TRAINING_IMAGE"):
+        gpu_pod_operator(task_id="train", arguments=[], resources=ResourcesConfig(), image="elsewhere:1")
+
+
+def test_lineage_tag_names_the_image_the_pod_runs(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipeline.register records what gpu_pod_operator would run for the same model and environment."""
+    from mlops import pipeline, registry
+    from mlops.config import get_config
+
+    monkeypatch.setenv("MLOPS_TRAINING_BACKEND", "kubernetes")
+    monkeypatch.setenv("MLOPS_TRAINING_IMAGE", "registry.example.com/team/trainer:9.9.9")
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(registry, "register_version", lambda model, run_id, tags: captured.update(tags) or "1")
+    monkeypatch.setattr(registry, "set_alias", lambda *args, **kwargs: None)
+    pipeline.register(
+        "credit_risk",
+        {"run_id": "run", "holdout_uri": "holdout", "metrics": {}},
+        {"raw_batches": [], "window_start": "2026-01-01", "window_end": "2026-01-31"},
+        dag_id="credit_risk__training",
+        run_id="manual",
+    )
+    resources = get_config("credit_risk").config.training.resources
+    pod = _pod_dict(gpu_pod_operator(task_id="train", arguments=[], resources=resources))
+    assert captured["lineage.training_image"] == pod["spec"]["containers"][0]["image"]
+    assert captured["lineage.training_image"] == "registry.example.com/team/trainer:9.9.9"
+
+
+# ---------------------------------------------------------------------- Pod Security `restricted`
+
+
+def test_every_container_meets_pod_security_restricted(training_pod: dict[str, Any]) -> None:
+    names = [container["name"] for container in training_pod["spec"]["containers"]]
+    assert names == ["base", "airflow-xcom-sidecar"]  # the XCom sidecar is checked too
+    assert dc.pod_security_restricted_violations(training_pod) == []
+
+
+def test_a_default_xcom_sidecar_breaks_restricted() -> None:
+    """The operator's own sidecar, left as cncf-kubernetes builds it, would be rejected by the namespace."""
+    operator = gpu_pod_operator(
+        task_id="train", arguments=[], resources=ResourcesConfig(), xcom_sidecar_container_security_context=None
+    )
+    problems = dc.pod_security_restricted_violations(_pod_dict(operator))
+    assert problems and all(problem.startswith("containers airflow-xcom-sidecar:") for problem in problems)
+
+
+def _with(path: tuple[str | int, ...], value: Any) -> Any:
+    def mutate(pod: dict[str, Any]) -> None:
+        node: Any = pod
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return mutate
+
+
+RESTRICTED_BREAKS = {
+    "hostPath volume": _with(("spec", "volumes", 0), {"name": "host", "hostPath": {"path": "/"}}),
+    "host network": _with(("spec", "hostNetwork"), True),
+    "privileged": _with(("spec", "containers", 0, "securityContext", "privileged"), True),
+    "escalation": _with(("spec", "containers", 1, "securityContext", "allowPrivilegeEscalation"), True),
+    "root user": _with(("spec", "containers", 0, "securityContext", "runAsUser"), 0),
+    "runAsNonRoot off": _with(("spec", "containers", 1, "securityContext", "runAsNonRoot"), False),
+    "pod runAsNonRoot gone, container unset": _with(("spec", "securityContext", "runAsNonRoot"), None),
+    "seccomp unconfined": _with(("spec", "containers", 0, "securityContext", "seccompProfile"), {"type": "Unconfined"}),
+    "capability added": _with(("spec", "containers", 0, "securityContext", "capabilities", "add"), ["SYS_ADMIN"]),
+    "capabilities kept": _with(("spec", "containers", 1, "securityContext", "capabilities"), {}),
+    "host port": _with(("spec", "containers", 0, "ports"), [{"containerPort": 80, "hostPort": 80}]),
+    "bare init container": _with(("spec", "initContainers"), [{"name": "init", "image": "busybox:1.37"}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESTRICTED_BREAKS))
+def test_restricted_check_rejects_a_broken_pod(training_pod: dict[str, Any], case: str) -> None:
+    import copy
+
+    broken = copy.deepcopy(training_pod)
+    if case == "pod runAsNonRoot gone, container unset":
+        for container in broken["spec"]["containers"]:
+            container["securityContext"].pop("runAsNonRoot")
+    RESTRICTED_BREAKS[case](broken)
+    assert dc.pod_security_restricted_violations(broken), case
+
+
+def test_training_pods_carry_the_role_label_callers_cannot_change() -> None:
+    operator = gpu_pod_operator(
+        task_id="train", arguments=[], resources=ResourcesConfig(), labels={ROLE_LABEL[0]: "something-else"}
+    )
+    assert _pod_dict(operator)["metadata"]["labels"][ROLE_LABEL[0]] == ROLE_LABEL[1]
