@@ -241,6 +241,21 @@ class LabelConfig(_Strict):
     def _column(cls, value: str) -> str:
         return check_column(value)
 
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _label_value(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{value!r} must be an integer or a string label value")
+        return value
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _label_values(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for item in value:
+                cls._label_value(item)
+        return value
+
     @model_validator(mode="after")
     def _classes(self) -> LabelConfig:
         positive = self.positive_class
