@@ -472,3 +472,31 @@ def test_any_mutation_loads_or_raises_config_error_and_valid_ones_round_trip(dat
         again.write_text(yaml.safe_dump(loaded.config.model_dump(mode="json")))
         assert load_config(again).config == loaded.config
         assert ModelConfig.model_validate(loaded.config.model_dump()) == loaded.config
+
+
+# ------------------------------------------------------------------- landing root: the only base
+
+
+def test_landing_store_and_flag_stay_below_the_landing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mlops.config import SourceConfig, get_config
+    from mlops.dagkit import landing_flag
+    from mlops.ingest import landing_store
+    from mlops.settings import get_settings
+
+    cfg = get_config("credit_risk", MODELS).config
+    monkeypatch.setenv("MLOPS_LANDING_URI", str(tmp_path / "landing"))
+    store = landing_store(cfg, get_settings())
+    assert store.local_path("") == tmp_path / "landing" / "credit_risk"
+    assert landing_flag(cfg) == tmp_path / "landing" / "credit_risk" / "_READY"
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://bucket/landing")
+    assert landing_store(cfg, get_settings()).uri == "s3://bucket/landing/credit_risk"  # type: ignore[attr-defined]
+    assert landing_flag(cfg) is None  # nothing to watch on S3
+    # A config built around validation (model_construct) is still refused where the path is used.
+    monkeypatch.setenv("MLOPS_LANDING_URI", str(tmp_path / "landing"))
+    for landing, flag in (("../../etc", "_READY"), ("/etc", "_READY"), ("credit_risk", "../../x")):
+        forged = cfg.model_copy(update={"source": SourceConfig.model_construct(landing=landing, ready_flag=flag)})
+        with pytest.raises(ValueError):
+            landing_flag(forged)
+        if flag == "_READY":
+            with pytest.raises(ValueError):
+                landing_store(forged, get_settings())

@@ -217,3 +217,19 @@ def test_check_command_lists_every_problem(tmp_path: Path) -> None:
         text=True,
     )
     assert empty.returncode == 1
+
+
+def test_the_training_image_can_load_a_config() -> None:
+    """The pod loads its model config too: every library the loader imports is in the training image."""
+    code = (
+        "import sys, json; from pathlib import Path; from mlops.config import discover; "
+        f"discover(Path({str(MODELS)!r})); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if not m.startswith('_')})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    third_party = set(json.loads(out.stdout)) & {"yaml", "pydantic", "croniter", "airflow", "sklearn", "xgboost"}
+    installed = {"yaml": "pyyaml", "pydantic": "pydantic", "croniter": "croniter"}
+    dockerfile = (REPO / "deploy" / "docker" / "training.Dockerfile").read_text()
+    assert third_party == set(installed)
+    for module in third_party:
+        assert f" {installed[module]} " in dockerfile, module
