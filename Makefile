@@ -50,6 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check dags include plugins tests feature_repo
 	$(BIN)/ruff format --check dags include plugins tests feature_repo
 	$(BIN)/mypy
+	$(BIN)/python -m mlops.config --check
 
 # The browser test drives Debian's Chromium (never a downloaded browser); installed here where missing.
 CHROMIUM := /usr/bin/chromium

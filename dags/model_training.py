@@ -51,6 +51,7 @@ from mlops.dagkit import (
     training_backend,
     triggering_extras,
 )
+from mlops.estimators import params_json_schema
 
 START = datetime(2026, 1, 1)
 TRAINING_SET = "build_training_set"
@@ -71,6 +72,20 @@ def _schedule(cfg: ModelConfig) -> Any:
     return events if cfg.retraining.on_new_labels else [events]
 
 
+def _checked_estimator_params(cfg: ModelConfig, params: Any) -> dict[str, Any]:
+    """The form's estimator overrides, checked by the config loader's own function; a bad one fails the run now."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops.config import ConfigError, check_estimator_overrides
+
+    overrides = params["estimator_params"]
+    try:
+        check_estimator_overrides(cfg, overrides)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    return dict(overrides)
+
+
 def _params(cfg: ModelConfig) -> dict[str, Param]:
     return {
         "window_end": Param(
@@ -85,9 +100,10 @@ def _params(cfg: ModelConfig) -> dict[str, Param]:
         ),
         "estimator_params": Param(
             {},
-            type="object",
             title="Estimator overrides",
-            description="Merged over the config's estimator params.",
+            description=f"Merged over the config's `{cfg.training.estimator.family}` params; checked like the "
+            "config's (names, types, ranges).",
+            **params_json_schema(cfg.training.estimator.family),
         ),
         "require_approval": Param(
             cfg.promotion.require_approval, type="boolean", title="Require human approval before promotion"
@@ -141,7 +157,7 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
             cfg.name,
             training_set,
             run_name=f"{dag_id}/{run_id}",
-            estimator_params=params["estimator_params"],
+            estimator_params=_checked_estimator_params(cfg, params),
             tags={
                 "airflow.dag_id": dag_id,
                 "airflow.dag_run_id": run_id,
@@ -175,6 +191,7 @@ def build_training_dag(cfg: ModelConfig) -> Any:
 
             context = get_current_context()
             params = context["params"]
+            _checked_estimator_params(cfg, params)  # before any work: a bad form value fails the run here
             events = triggering_extras(context, drift_asset(model))
             labels = triggering_extras(context, labels_asset(model))
             if not events and not labels:

@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # the same version; nvidia-nccl-cu12 is its one extra dependency, pinned here.
 COPY requirements.txt /tmp/build/requirements.txt
 RUN pip install -c /tmp/build/requirements.txt \
-      mlflow boto3 pandas pyarrow numpy scipy scikit-learn skops cloudpickle pydantic pyyaml \
+      mlflow boto3 pandas pyarrow numpy scipy scikit-learn skops cloudpickle pydantic pyyaml croniter \
       "xgboost==3.2.0" "nvidia-nccl-cu12==2.32.3" \
  && rm -rf /tmp/build
 

@@ -15,18 +15,10 @@ from typing import Any, TypeVar
 from airflow.sdk import DAG, Asset
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlops.config import ConfigError, LoadedConfig, ModelConfig, discover
+from mlops.config import CRON_PRESETS, ConfigError, LoadedConfig, ModelConfig, discover
 from mlops.settings import REPO_ROOT
 
 T = TypeVar("T")
-
-CRON_PRESETS = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-}
 
 
 def features_asset(model: str) -> Asset:
@@ -50,23 +42,24 @@ def labels_asset(model: str) -> Asset:
 
 
 def landing_flag(cfg: ModelConfig) -> Path | None:
-    """The ready flag the landing watcher waits for, or None (no flag configured, or landing on S3)."""
+    """The ready flag the landing watcher waits for: ``<landing root>/<landing>/<flag>``, or None.
+
+    None when no flag is configured or the landing root is on S3 (no file to watch). The path is built
+    only from the environment's root and the config's checked relative path and plain file name, so
+    the watcher (which deletes the flag) can never reach a file outside the landing root.
+    """
+    from mlops.config import check_landing_path, check_ready_flag
     from mlops.settings import SettingsError, get_settings
 
     if not cfg.source.ready_flag:
         return None
-    landing = cfg.source.landing.removeprefix("file://")
-    if "://" in landing:  # s3:// has no file to watch
+    try:
+        root = get_settings().landing_uri.removeprefix("file://")
+    except SettingsError:  # an incomplete production environment: the tasks report it, parsing must not fail
         return None
-    if not landing.startswith("/"):
-        try:
-            root = get_settings().landing_uri.removeprefix("file://")
-        except SettingsError:  # an incomplete production environment: the tasks report it, parsing must not fail
-            return None
-        if "://" in root:
-            return None
-        landing = f"{root}/{landing}"
-    return Path(landing) / cfg.source.ready_flag
+    if "://" in root:  # s3:// has no file to watch
+        return None
+    return Path(root) / check_landing_path(cfg.source.landing) / check_ready_flag(cfg.source.ready_flag)
 
 
 LANDING_FLAG_POKE_SECONDS = 1.0

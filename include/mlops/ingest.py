@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
-from mlops.config import ModelConfig
+from mlops.config import ModelConfig, check_landing_path
 from mlops.settings import Settings, get_settings
 from mlops.storage import ObjectStore, open_store
 
@@ -53,11 +53,8 @@ class IngestResult:
 
 
 def landing_store(cfg: ModelConfig, settings: Settings) -> ObjectStore:
-    """The model's landing location: absolute path or s3:// as given, else under the landing root."""
-    landing = cfg.source.landing
-    if landing.startswith(("s3://", "/", "file://")):
-        return open_store(landing)
-    return open_store(settings.landing_uri).child(landing)
+    """The model's landing folder: always below the environment's landing root, never elsewhere."""
+    return open_store(settings.landing_uri).child(check_landing_path(cfg.source.landing))
 
 
 def raw_store(cfg: ModelConfig, settings: Settings) -> ObjectStore:

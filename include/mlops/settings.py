@@ -9,6 +9,7 @@ DAG parsing.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,31 @@ def get_settings() -> Settings:
         training_image=image,
         kubernetes_namespace=namespace,
     )
+
+
+EXTRA_ESTIMATORS_VAR = "MLOPS_EXTRA_ESTIMATORS"
+
+
+def extra_estimators() -> dict[str, str]:
+    """Estimator families the platform adds to the allow-list: ``family=module.Class`` pairs, comma-separated.
+
+    Only the environment of the platform's processes sets this (a model YAML cannot); the built-in
+    families (``mlops.estimators.FAMILIES``) cannot be redefined.
+    """
+    from mlops.estimators import CLASS_PATH_PATTERN, FAMILIES, FAMILY_PATTERN
+
+    raw = os.environ.get(EXTRA_ESTIMATORS_VAR, "").strip()
+    extra: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        family, sep, path = (s.strip() for s in item.partition("="))
+        if not sep or not re.fullmatch(FAMILY_PATTERN, family) or not re.fullmatch(CLASS_PATH_PATTERN, path):
+            raise SettingsError(
+                f"{EXTRA_ESTIMATORS_VAR}: {item!r} is not family=module.Class (e.g. lightgbm=lightgbm.LGBMClassifier)"
+            )
+        if family in FAMILIES or family in extra:
+            raise SettingsError(f"{EXTRA_ESTIMATORS_VAR}: family {family!r} is already defined")
+        extra[family] = path
+    return extra
 
 
 def _backend(value: str) -> TrainingBackend:

@@ -9,7 +9,6 @@ result out. In a KubernetesPodOperator the JSON also goes to ``/airflow/xcom/ret
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import json
 import logging
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.config import ModelConfig, get_config
+from mlops.config import ModelConfig, check_estimator_overrides, get_config
 from mlops.storage import open_store
 
 if TYPE_CHECKING:
@@ -48,16 +47,22 @@ def gpu_visible() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def build_estimator(class_path: str, params: dict[str, Any], *, use_gpu: bool) -> tuple[Any, str]:
-    """Instantiate the configured classifier; put XGBoost on CUDA when a GPU is visible."""
-    module_name, _, class_name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"estimator class {class_path!r} cannot be imported: {exc}") from exc
-    params = dict(params)
+def build_estimator(family: str, params: dict[str, Any], *, use_gpu: bool) -> tuple[Any, str]:
+    """Instantiate an allow-listed estimator family; put XGBoost on CUDA when a GPU is visible.
+
+    ``params`` pass the same check as the config loader's; only ``mlops.estimators`` imports a class.
+    """
+    from mlops.estimators import check_params, estimator_class, get_family, signature_params
+
+    spec = get_family(family)
+    params = check_params(family, params)
+    cls = estimator_class(family)
+    if not spec.checked:  # a platform-added family: its own signature is the table
+        unknown = sorted(set(params) - signature_params(spec))
+        if unknown:
+            raise ValueError(f"estimator family {family!r} ({spec.class_path}) takes no parameter(s) {unknown}")
     device = "cpu"
-    if class_path.startswith("xgboost.") and "device" not in params:
+    if spec.uses_gpu and "device" not in params:
         if use_gpu:
             device = "cuda"
         params["device"] = device
@@ -214,7 +219,7 @@ def train(
     train_df, holdout_df = time_split(df, cfg, cfg.training.holdout_days)
     del df  # the two halves are copies: a whole extra copy of the set would stay alive during the fit
     params = {**cfg.training.estimator.params, **(estimator_params or {})}
-    estimator, device = build_estimator(cfg.training.estimator.class_path, params, use_gpu=gpu_visible())
+    estimator, device = build_estimator(cfg.training.estimator.family, params, use_gpu=gpu_visible())
     pipeline = build_pipeline(cfg, estimator)
     x_train, y_train = train_df[cfg.feature_columns], binary_target(train_df[cfg.label.column], cfg)
     x_hold, y_hold = holdout_df[cfg.feature_columns], binary_target(holdout_df[cfg.label.column], cfg)
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = json.loads(args.estimator_params)
         tags = json.loads(args.tags)
         cfg = get_config(args.model).config
+        check_estimator_overrides(cfg, overrides)  # the loader's check, before any data is read
         result = train(
             cfg,
             args.training_set,

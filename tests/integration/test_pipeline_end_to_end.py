@@ -98,7 +98,7 @@ def test_failed_gate_leaves_champion_untouched(
     models.mkdir()
     repo_models = Path(__file__).resolve().parents[2] / "include" / "models"
     text = (repo_models / f"{model}.yaml").read_text()
-    text = text.replace("min_metrics: {roc_auc: 0.85, f1: 0.7}", "min_metrics: {roc_auc: 1.01, f1: 0.7}")
+    text = text.replace("min_metrics: {roc_auc: 0.85, f1: 0.7}", "min_metrics: {roc_auc: 1.0, f1: 1.0, accuracy: 1.0}")
     (models / f"{model}.yaml").write_text(text)
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
     assert run_dag(f"{model}__training", conf=conf) == "failed"

@@ -26,7 +26,9 @@ HEAVY = [
     "evidently",
     "xgboost",
     "fairlearn",
-    "boto3",
+    # Not boto3: creating any Asset makes Airflow load every installed provider's asset URI handlers, and the
+    # amazon provider's (needed for the SQS landing watcher) imports boto3.s3.transfer (~0.15 s). The
+    # parse-time budget below still bounds what that costs.
     "kubernetes",
 ]
 
@@ -131,9 +133,9 @@ def test_new_labels_schedule_training_only_when_configured(tmp_path: Path, monke
         data = yaml.safe_load(path.read_text())
         if data["name"] == "credit_risk":
             data["retraining"]["on_new_labels"] = True
-            data["source"]["landing"] = "s3://bucket/credit"  # no file to watch on S3
         (tmp_path / path.name).write_text(yaml.safe_dump(data))
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://bucket/landing")  # an S3 landing root: no file to watch
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     condition = bag.dags["credit_risk__training"].timetable.asset_condition
@@ -212,10 +214,19 @@ def test_malformed_config_is_an_import_error_naming_file_key_and_problem(
     ("conf", "ok"),
     [
         ({}, True),
-        ({"window_days": 14, "window_end": "2026-03-08", "force": True, "estimator_params": {"n": 1}}, True),
+        (
+            {"window_days": 14, "window_end": "2026-03-08", "force": True, "estimator_params": {"n_estimators": 60}},
+            True,
+        ),
+        ({"estimator_params": {"max_depth": None, "learning_rate": 0.05, "tree_method": "hist"}}, True),
         ({"window_days": "many"}, False),
         ({"window_days": 1}, False),
         ({"estimator_params": [1, 2]}, False),
+        ({"estimator_params": {"n": 1}}, False),  # not an XGBClassifier parameter
+        ({"estimator_params": {"n_estimators": 0}}, False),
+        ({"estimator_params": {"learning_rate": 2.0}}, False),
+        ({"estimator_params": {"tree_method": "os.system"}}, False),
+        ({"estimator_params": {"callbacks": ["x"]}}, False),  # takes Python objects: never from a form
         ({"require_approval": "yes"}, False),
     ],
 )
@@ -230,3 +241,87 @@ def test_training_form_validates_params(dagbag: DagBag, conf: dict[str, object],
         with pytest.raises(ParamValidationError):
             params.update(conf)
             params.validate()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"n": 1}, "key 'params.n': unknown parameter 'n'"),
+        ({"max_depth": -3}, "key 'params.max_depth'"),
+        ({"device": "$(id)"}, "key 'params.device'"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_training_run_checks_estimator_params_with_the_loaders_function(overrides: object, problem: str) -> None:
+    """A bad form value (e.g. from the REST API) fails the run's first task at once, without retries."""
+    import importlib.util
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops.config import get_config
+
+    spec = importlib.util.spec_from_file_location("training_dag_probe", DAGS / "model_training.py")
+    assert spec is not None and spec.loader is not None
+    training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(training)
+    cfg = get_config("credit_risk", REPO / "include" / "models").config
+    assert training._checked_estimator_params(cfg, {"estimator_params": {"n_estimators": 10}}) == {"n_estimators": 10}
+    with pytest.raises(AirflowFailException) as err:
+        training._checked_estimator_params(cfg, {"estimator_params": overrides})
+    assert problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def _models_with(tmp_path: Path, **changes: object) -> Path:
+    """The repository's model configs plus extra files (name -> YAML data) in a fresh folder."""
+    import yaml
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in (REPO / "include" / "models").glob("*.yaml"):
+        (models / path.name).write_text(path.read_text())
+    for name, data in changes.items():
+        (models / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return models
+
+
+def _credit_data() -> dict[str, object]:
+    import yaml
+
+    return dict(yaml.safe_load((REPO / "include/models/credit_risk.yaml").read_text()))
+
+
+def test_a_conflicting_model_is_refused_and_other_models_keep_their_dags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new model that lands where credit_risk lands and redefines its entity: both refused, tumor unaffected."""
+    intruder = _credit_data()
+    intruder["name"] = "credit_copy"
+    intruder["entity"] = {"name": "customer", "join_key": "customer_ref", "dtype": "string"}
+    intruder["features"]["numeric"].remove("age")  # type: ignore[index]
+    intruder["features"]["categorical"].append("customer_id")  # type: ignore[index]
+    del intruder["data_quality"]["columns"]["age"]  # type: ignore[index]
+    models = _models_with(tmp_path, credit_copy=intruder)
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert {f"tumor_diagnosis__{kind}" for kind in KINDS} <= set(bag.dag_ids)
+    assert not any(d.startswith(("credit_risk__", "credit_copy__")) for d in bag.dag_ids)
+    assert len(bag.import_errors) == len(list(DAGS.glob("model_*.py")))
+    for message in bag.import_errors.values():
+        assert str(models / "credit_copy.yaml") in message and str(models / "credit_risk.yaml") in message
+        assert "key 'source.landing'" in message and "key 'entity.name'" in message
+
+
+def test_an_import_path_as_estimator_is_an_import_error_and_other_models_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = _credit_data()
+    bad["training"]["estimator"] = {"class": "os.system", "params": {"command": "touch /tmp/pwned"}}  # type: ignore[index]
+    models = _models_with(tmp_path, credit_risk=bad)
+    monkeypatch.setenv("MLOPS_MODELS_DIR", str(models))
+    bag = DagBag(dag_folder=str(DAGS))
+    assert {f"tumor_diagnosis__{kind}" for kind in KINDS} <= set(bag.dag_ids)
+    assert not any(d.startswith("credit_risk__") for d in bag.dag_ids)
+    for message in bag.import_errors.values():
+        assert "credit_risk.yaml" in message and "key 'training.estimator.class'" in message
+        assert "family" in message

@@ -45,9 +45,14 @@ def test_examples_load_with_different_schemas() -> None:
         (lambda d: d.update(colour="blue"), "colour", "Extra inputs are not permitted"),
         (lambda d: d.pop("label"), "label", "Field required"),
         (
-            lambda d: d["training"]["estimator"].update({"class": "not a path"}),
+            lambda d: d["training"]["estimator"].update({"class": "xgboost.XGBClassifier"}),
             "training.estimator.class",
-            "dotted import path",
+            "write `family: xgboost` instead",
+        ),
+        (
+            lambda d: d["training"]["estimator"].update(family="not a family"),
+            "training.estimator.family",
+            "unknown estimator family 'not a family'",
         ),
         (lambda d: d["data_quality"]["columns"].update(shoe_size={"min": 1}), "<root>", "shoe_size"),
         (lambda d: d["features"].update(categorical=["age"]), "features", "both numeric and categorical"),
@@ -102,7 +107,8 @@ def test_reference_documents_every_key() -> None:
         "gates.drift.max_drifted_share",
         "gates.fairness.max_disparity",
         "gates.champion.tolerance",
-        "training.estimator.class",
+        "training.estimator.family",
+        "training.estimator.params",
         "training.resources.gpu",
         "promotion.require_approval",
     ]:
