@@ -83,6 +83,7 @@ def landing(s3_landing: LandingEvents, moto_server: str, state_dir: Path, tmp_pa
         f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(connection),
     }
     services = AirflowServices(get_settings(), state_dir / "services-logs", extra_env=extra_env)
+    services.env.pop("AWS_ENDPOINT_URL_SQS")  # the watcher must reach the queue through its connection alone
     with pytest.MonkeyPatch.context() as patch:  # this process reads the runs and events of the same DB
         patch.setenv("AIRFLOW_HOME", services.env["AIRFLOW_HOME"])
         patch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", services.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
