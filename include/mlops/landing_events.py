@@ -191,13 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     wire = commands.add_parser("setup", help="create the queue and the bucket notification (idempotent)")
     wire.add_argument("--model", action="append", help="model name (repeatable); default: every model config")
     args = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     models = args.model or sorted(loaded.config.name for loaded in load_model_configs()[0])
-    try:
-        for model in models:
+    for model in models:
+        try:
             print(json.dumps(asdict(setup(model))))
-    except (LandingEventsError, SettingsError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        except (LandingEventsError, SettingsError, ConfigError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except (BotoCoreError, ClientError) as exc:  # e.g. no permission, no such bucket, a store without SQS
+            print(f"error: {model}: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

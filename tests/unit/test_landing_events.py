@@ -245,6 +245,10 @@ def test_setup_command_line(
     assert main(["setup", "--model", "credit_risk"]) == 1
     assert "error: MLOPS_LANDING_QUEUE_URL is not set" in capsys.readouterr().err
     monkeypatch.setenv("MLOPS_LANDING_QUEUE_URL", f"{moto_server}/123456789012/mlops-landing-{{model}}")
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://no-such-bucket/landing")
+    assert main(["setup", "--model", "credit_risk"]) == 1
+    assert "error: credit_risk: " in (err := capsys.readouterr().err) and "NoSuchBucket" in err
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://landing")
     assert main(["setup"]) == 0  # every model config
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(p["model"], p["prefix"]) for p in printed] == [
