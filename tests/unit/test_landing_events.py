@@ -93,6 +93,17 @@ def test_s3_landing_asset_is_the_prefix_watched_through_its_queue(
     assert landing_watch(asset).startswith("no watcher")
 
 
+def test_a_local_landing_folder_keeps_the_ready_flag_even_with_a_queue_set(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_LANDING_QUEUE_URL", TEMPLATE)  # set for the S3 models; this one lands locally
+    asset = landed_asset(CFG)
+    (watcher,) = asset.watchers
+    assert watcher.trigger.serialize()[0].endswith("FileDeleteTrigger")
+    assert asset.uri == "mlops://credit_risk/landed"
+    assert landing_watch(asset) == f"the ready flag `{state_dir / 'landing' / 'credit_risk' / '_READY'}`"
+
+
 def _parse_landing_dags(env: dict[str, str]) -> dict[str, Any]:
     """Import dags/model_landing.py in a fresh interpreter: its watchers, SQL statements and connections made."""
     code = textwrap.dedent(f"""
