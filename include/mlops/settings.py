@@ -114,8 +114,8 @@ class LandingQueue:
 
     One queue per model, so that each model's watcher consumes only its own events: a bucket notification
     filtered on ``<landing root>/<model>/`` feeds it (``python -m mlops.landing_events setup``). The watcher
-    reads it through an Airflow connection (credentials, region, and ``endpoint_url`` in the extra for an
-    SQS-compatible server), never through keys in the environment.
+    reads it through an Airflow connection: its region, its credentials (without any, boto's usual chain,
+    e.g. an instance or pod role), and ``endpoint_url`` in its extra for an SQS-compatible server.
     """
 
     url: str
