@@ -1,9 +1,16 @@
 """
 ### Landing watcher: `<model>__landing`
 
-Event-driven ingestion. The producer lands batch files (`YYYY-MM-DD*.csv|parquet`) and then writes the
-ready flag (`source.ready_flag`, `_READY` by default) into the model's landing folder. An AssetWatcher
-in Airflow's triggerer deletes the flag and emits a `<model>.landed` Asset event, which starts this DAG:
+Event-driven ingestion. The producer lands batch files (`YYYY-MM-DD*.csv|parquet`) in the model's landing
+location; an AssetWatcher in Airflow's triggerer emits a `<model>.landed` Asset event, which starts this DAG:
+
+- **S3 (production)**: S3 event notifications of the model's prefix go to its SQS queue
+  (`MLOPS_LANDING_QUEUE_URL`, wired by `python -m mlops.landing_events setup`); the watcher receives and
+  deletes them. S3's `s3:TestEvent` and events of files already ingested find no pending day: the run skips.
+- **Local folder**: the producer then writes the ready flag (`source.ready_flag`, `_READY` by default); the
+  watcher deletes it.
+
+Airflow may merge a burst of events into one run, so the run works out the pending days itself:
 
 1. **find_new_batches**: days whose landed content is not in the raw store yet (skipped when none).
 2. **process**: for each such day, oldest first, the data DAG's steps: ingest into the content-addressed
@@ -31,6 +38,7 @@ from mlops.dagkit import (
     generate_dags,
     labels_asset,
     landed_asset,
+    landing_watch,
     run_step,
 )
 
@@ -39,16 +47,17 @@ START = datetime(2026, 1, 1)
 
 def build_landing_dag(cfg: ModelConfig) -> Any:
     model = cfg.name
+    landed = landed_asset(cfg)
 
     @dag(
         dag_id=f"{model}__landing",
-        schedule=[landed_asset(cfg)],
+        schedule=[landed],
         start_date=START,
         catchup=False,
         max_active_runs=1,
         default_args=default_args(cfg.owner),
         tags=["mlops", f"model:{model}", "data", "event-driven"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}",
+        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}\n\n**Started by**: {landing_watch(landed)}.",
     )
     def landing_pipeline() -> None:
         @task

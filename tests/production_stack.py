@@ -187,6 +187,38 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_moto(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server (S3, SQS, ...) as a process on a free loopback port, answering; stop it with ``stop``."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = _spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, log)
+    try:
+        wait_http(f"{endpoint}/moto-api/", 60, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, endpoint
+
+
+@pytest.fixture
+def moto_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's server process (S3 and SQS) for one test; this process's AWS clients point at it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_", "MLFLOW_", "AWS_"))}
+    proc, endpoint = start_moto(clean, tmp_path / "moto.log")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLOPS_S3_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL_SQS": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield endpoint
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="session")
 def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Every real service the production mode talks to, on loopback; torn down at the end of the session."""
@@ -214,10 +246,8 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_", "MLFLOW_", "AWS_"))}
 
-        s3_port = free_port()
-        endpoint = f"http://127.0.0.1:{s3_port}"
-        procs.append(_spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], clean, logs / "s3.log"))
-        wait_http(f"{endpoint}/moto-api/", 60, procs[-1])
+        moto, endpoint = start_moto(clean, logs / "s3.log")
+        procs.append(moto)
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_keys(aws))
         for bucket in buckets.values():
             s3.create_bucket(Bucket=bucket)

@@ -65,13 +65,52 @@ def landing_flag(cfg: ModelConfig) -> Path | None:
 LANDING_FLAG_POKE_SECONDS = 1.0
 
 
-def landed_asset(cfg: ModelConfig) -> Asset:
-    """New batches in the landing folder, announced by the producer's ready flag.
+def landing_location(cfg: ModelConfig, landing_root: str) -> str:
+    """The model's landing location as a URI: ``source.landing`` under the environment's landing root.
 
-    The AssetWatcher runs in the triggerer: ``FileDeleteTrigger`` fires once when the flag appears and
-    deletes it (only the flag: landed batches are never touched), so each flag is one Asset event.
+    String work only (safe at parse time); the same location ``mlops.ingest.landing_store`` opens.
+    """
+    landing = cfg.source.landing
+    if "://" in landing or landing.startswith("/"):
+        return landing.rstrip("/")
+    return f"{landing_root.rstrip('/')}/{landing.strip('/')}"
+
+
+def _landing_root() -> str | None:
+    from mlops.settings import SettingsError, get_settings
+
+    try:
+        return get_settings().landing_uri
+    except SettingsError:  # an incomplete production environment: the tasks report it, parsing must not fail
+        return os.environ.get("MLOPS_LANDING_URI") or None
+
+
+def landed_asset(cfg: ModelConfig) -> Asset:
+    """New batches in the model's landing location, announced to Airflow without a polling task.
+
+    - Landing in S3 (production): the Asset is the landing prefix (``s3://bucket/<root>/<model>``); its
+      watcher long-polls the model's SQS queue, fed by the bucket's event notifications
+      (``mlops.landing_events``), and fires once per batch of messages received. Without
+      ``MLOPS_LANDING_QUEUE_URL`` there is no watcher (the daily data DAG still runs).
+    - A local landing folder: ``FileDeleteTrigger`` fires once when the producer's ready flag appears and
+      deletes it (only the flag: landed batches are never touched), so each flag is one Asset event.
+
+    Either way the watcher runs in the triggerer, and the landing run works out the pending days itself.
     """
     from airflow.sdk import AssetWatcher
+
+    from mlops.settings import landing_queue
+
+    root = _landing_root()
+    location = landing_location(cfg, root) if root else ""
+    if location.startswith("s3://"):
+        from mlops.landing_events import queue_trigger
+
+        queue = landing_queue(cfg.name)  # a malformed template fails the parse with the setting's name
+        s3_watchers = []
+        if queue is not None:
+            s3_watchers.append(AssetWatcher(name=f"{cfg.name}_landing_s3_events", trigger=queue_trigger(queue)))
+        return Asset(name=f"{cfg.name}.landed", uri=location, group="mlops", watchers=s3_watchers)
 
     flag = landing_flag(cfg)
     watchers = []
@@ -83,6 +122,17 @@ def landed_asset(cfg: ModelConfig) -> Asset:
         trigger = FileDeleteTrigger(filepath=str(flag), poke_interval=LANDING_FLAG_POKE_SECONDS)
         watchers.append(AssetWatcher(name=f"{cfg.name}_landing_ready_flag", trigger=trigger))
     return Asset(name=f"{cfg.name}.landed", uri=f"mlops://{cfg.name}/landed", group="mlops", watchers=watchers)
+
+
+def landing_watch(asset: Asset) -> str:
+    """One line for the landing DAG's docs: what starts it in this environment."""
+    for watcher in asset.watchers:
+        classpath, kwargs = watcher.trigger.serialize()
+        if "sqs" in classpath.lower():
+            queue, conn = kwargs["sqs_queue"], kwargs["aws_conn_id"]
+            return f"S3 event notifications through the SQS queue `{queue}` (connection `{conn}`)"
+        return f"the ready flag `{kwargs.get('filepath')}`"
+    return "no watcher here (S3 landing without `MLOPS_LANDING_QUEUE_URL`, or no ready flag): trigger it by hand"
 
 
 def triggering_extras(context: Any, asset: Asset) -> list[dict[str, Any]]:

@@ -141,6 +141,53 @@ def _backend(value: str) -> TrainingBackend:
     return value  # type: ignore[return-value]
 
 
+LANDING_QUEUE_URL = "MLOPS_LANDING_QUEUE_URL"
+LANDING_QUEUE_CONN_ID = "MLOPS_LANDING_QUEUE_CONN_ID"
+DEFAULT_LANDING_QUEUE_CONN_ID = "aws_default"
+
+
+@dataclass(frozen=True)
+class LandingQueue:
+    """The SQS queue that S3 event notifications of one model's landing prefix are sent to.
+
+    One queue per model, so that each model's watcher consumes only its own events: a bucket notification
+    filtered on ``<landing root>/<model>/`` feeds it (``python -m mlops.landing_events setup``). The watcher
+    reads it through an Airflow connection: its region, its credentials (without any, boto's usual chain,
+    e.g. an instance or pod role), and ``endpoint_url`` in its extra for an SQS-compatible server.
+    """
+
+    url: str
+    conn_id: str
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def landing_queue(model: str) -> LandingQueue | None:
+    """The model's landing queue from ``MLOPS_LANDING_QUEUE_URL`` (a URL template with ``{model}``), or None.
+
+    Environment only (safe at parse time). None when the variable is unset: an ``s3://`` landing root then has
+    no watcher, and the daily data DAG or a manual run picks the batches up.
+    """
+    template = os.environ.get(LANDING_QUEUE_URL, "").strip()
+    if not template:
+        return None
+    rest = template.replace("{model}", "")
+    if template.count("{model}") != 1 or "{" in rest or "}" in rest:
+        raise SettingsError(
+            f"{LANDING_QUEUE_URL} must contain {{model}} exactly once (one queue per model), e.g. "
+            f"https://sqs.eu-west-1.amazonaws.com/123456789012/mlops-landing-{{model}}; got {template!r}"
+        )
+    if not template.startswith(("https://", "http://")) or "{model}" not in template.rsplit("/", 1)[-1]:
+        raise SettingsError(
+            f"{LANDING_QUEUE_URL} must be an SQS queue URL whose last segment (the queue name) holds {{model}}, "
+            f"e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/mlops-landing-{{model}}; got {template!r}"
+        )
+    conn_id = os.environ.get(LANDING_QUEUE_CONN_ID, "").strip() or DEFAULT_LANDING_QUEUE_CONN_ID
+    return LandingQueue(url=template.replace("{model}", model), conn_id=conn_id)
+
+
 def airflow_env(settings: Settings | None = None) -> dict[str, str]:
     """Environment for Airflow processes on the embedded default (SQLite metadata DB in the state dir)."""
     settings = settings or get_settings()
