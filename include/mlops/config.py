@@ -192,8 +192,8 @@ class SourceConfig(_Strict):
         description="File name (no folder; never a `.csv`/`.parquet` batch name) the producer writes into a "
         "local landing folder after landing batches. An Airflow "
         "AssetWatcher in the triggerer deletes it and starts `<model>__landing`, which ingests, validates and "
-        "materializes every newly landed batch at once. null: no watcher (an `s3://` landing root has "
-        "none either; the daily data DAG still runs).",
+        "materializes every newly landed batch at once. null: no flag watcher (the daily data DAG still runs). An "
+        "`s3://` landing root uses no flag: S3 event notifications to SQS (`MLOPS_LANDING_QUEUE_URL`) start it.",
     )
 
     @field_validator("landing")
