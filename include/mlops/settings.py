@@ -38,10 +38,31 @@ class Settings:
     training_backend: TrainingBackend
     training_image: str
     kubernetes_namespace: str
+    # Model signing (mlops.signing): the private key that signs newly trained models (None: this
+    # process cannot sign) and the public keys (PEM files or folders of them) a model must verify with.
+    signing_key: Path | None = None
+    trusted_keys: tuple[Path, ...] = ()
 
     @property
     def is_local(self) -> bool:
         return self.env == "local"
+
+
+LOCAL_KEYS_DIR = "keys"
+LOCAL_SIGNING_KEY = "signing-key.pem"
+LOCAL_TRUSTED_DIR = "trusted"
+
+
+def _key_settings(env: Env, state_dir: Path) -> tuple[Path | None, tuple[Path, ...]]:
+    """``MLOPS_SIGNING_KEY`` (a private key PEM path) and ``MLOPS_TRUSTED_KEYS`` (PEM files or folders,
+    separated by ``os.pathsep``); locally both default to a key pair generated under ``<state>/keys``."""
+    key = os.environ.get("MLOPS_SIGNING_KEY", "").strip()
+    listed = os.environ.get("MLOPS_TRUSTED_KEYS", "").split(os.pathsep)
+    trusted = tuple(Path(p.strip()).expanduser() for p in listed if p.strip())
+    if env == "local":
+        keys = state_dir / LOCAL_KEYS_DIR
+        return (Path(key).expanduser() if key else keys / LOCAL_SIGNING_KEY), trusted or (keys / LOCAL_TRUSTED_DIR,)
+    return (Path(key).expanduser() if key else None), trusted
 
 
 def _require(name: str) -> str:
@@ -61,6 +82,7 @@ def get_settings() -> Settings:
     feature_repo = Path(os.environ.get("MLOPS_FEATURE_REPO", REPO_ROOT / "feature_repo")).resolve()
     image = os.environ.get("MLOPS_TRAINING_IMAGE", "ghcr.io/mlops-platform/trainer:0.1.0")
     namespace = os.environ.get("MLOPS_K8S_NAMESPACE", "mlops-training")
+    signing_key, trusted_keys = _key_settings(env, state_dir)  # type: ignore[arg-type]
     if env == "local":
         tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
         backend = os.environ.get("MLOPS_TRAINING_BACKEND", "local")
@@ -78,6 +100,8 @@ def get_settings() -> Settings:
             training_backend=_backend(backend),
             training_image=image,
             kubernetes_namespace=namespace,
+            signing_key=signing_key,
+            trusted_keys=trusted_keys,
         )
     tracking = _require("MLFLOW_TRACKING_URI")
     return Settings(
@@ -94,6 +118,8 @@ def get_settings() -> Settings:
         training_backend=_backend(os.environ.get("MLOPS_TRAINING_BACKEND", "kubernetes")),
         training_image=image,
         kubernetes_namespace=namespace,
+        signing_key=signing_key,
+        trusted_keys=trusted_keys,
     )
 
 
