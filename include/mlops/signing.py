@@ -66,8 +66,11 @@ class SkopsModel:
 
 
 def _public_pem(key: Any) -> bytes:
+    """PEM SubjectPublicKeyInfo of a public key, or of a private key's public half."""
     from cryptography.hazmat.primitives import serialization
 
+    if hasattr(key, "private_bytes"):
+        key = key.public_key()
     return bytes(
         key.public_bytes(
             encoding=serialization.Encoding.PEM,
@@ -223,6 +226,28 @@ def _envelope(signature: Path) -> tuple[str, dict[str, Any]]:
     return hint, statement
 
 
+def _diff(directory: Path, statement: dict[str, Any]) -> str:
+    """Which files changed, were added or were removed, against the (authentic) signed statement."""
+    resources = statement.get("predicate", {}).get("resources", [])
+    signed = {str(r.get("name")): str(r.get("digest")) for r in resources if isinstance(r, dict)}
+    actual = {
+        path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in directory.rglob("*")
+        if path.is_file() and path.name != SIGNATURE_FILE
+    }
+    changed = sorted(name for name in signed.keys() & actual.keys() if signed[name] != actual[name])
+    parts = [
+        f"{label} {', '.join(names)}"
+        for label, names in (
+            ("changed", changed),
+            ("added", sorted(actual.keys() - signed.keys())),
+            ("removed", sorted(signed.keys() - actual.keys())),
+        )
+        if names
+    ]
+    return "; ".join(parts) or "the manifest differs"
+
+
 def verify_model(directory: Path, keys: Mapping[str, Path], *, name: str) -> str:
     """Refuse ``directory`` unless a trusted key signed exactly its files; return that key's fingerprint."""
     from cryptography.exceptions import InvalidSignature
@@ -257,7 +282,8 @@ def verify_model(directory: Path, keys: Mapping[str, Path], *, name: str) -> str
     except ValueError as exc:
         detail = str(exc).replace("\n", " ")
         if detail.startswith("Signature mismatch"):
-            raise ModelIntegrityError(f"{prefix}: its files differ from what was signed ({detail})") from exc
+            diff = _diff(directory, statement)
+            raise ModelIntegrityError(f"{prefix}: its files differ from what was signed ({diff})") from exc
         raise ModelIntegrityError(f"{prefix}: signature check failed ({detail})") from exc
     except Exception as exc:  # a malformed bundle fails in protobuf/JSON parsing with other types
         raise ModelIntegrityError(f"{prefix}: its signature {SIGNATURE_FILE} is unreadable ({exc})") from exc
