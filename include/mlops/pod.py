@@ -22,7 +22,7 @@ SECRET_ENV_KEYS = (
     "AWS_SECRET_ACCESS_KEY",
 )
 # The model signing key (mlops.signing): one PEM file of its own Secret, mounted read-only and named
-# by MLOPS_SIGNING_KEY; only the training pod ever holds it.
+# by MLOPS_SIGNING_KEY_FILE; only the training pod ever holds it.
 SIGNING_SECRET = "mlops-signing-key"
 SIGNING_KEY_FILE = "signing-key.pem"
 SIGNING_KEY_DIR = "/var/run/secrets/mlops-signing"
@@ -94,7 +94,7 @@ def gpu_pod_operator(
                 items=[k8s.V1KeyToPath(key=SIGNING_KEY_FILE, path=SIGNING_KEY_FILE, mode=0o440)],
             ),
         ],
-        "env_vars": {"MLOPS_SIGNING_KEY": f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"},
+        "env_vars": {"MLOPS_SIGNING_KEY_FILE": f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"},
         "service_account_name": "mlops-training",
         # The run identity never needs the Kubernetes API from inside the pod.
         "automount_service_account_token": False,

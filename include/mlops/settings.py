@@ -54,10 +54,10 @@ LOCAL_TRUSTED_DIR = "trusted"
 
 
 def _key_settings(env: Env, state_dir: Path) -> tuple[Path | None, tuple[Path, ...]]:
-    """``MLOPS_SIGNING_KEY`` (a private key PEM path) and ``MLOPS_TRUSTED_KEYS`` (PEM files or folders,
+    """``MLOPS_SIGNING_KEY_FILE`` (a private key PEM path) and ``MLOPS_TRUSTED_KEYS_PATH`` (PEM files or folders,
     separated by ``os.pathsep``); locally both default to a key pair generated under ``<state>/keys``."""
-    key = os.environ.get("MLOPS_SIGNING_KEY", "").strip()
-    listed = os.environ.get("MLOPS_TRUSTED_KEYS", "").split(os.pathsep)
+    key = os.environ.get("MLOPS_SIGNING_KEY_FILE", "").strip()
+    listed = os.environ.get("MLOPS_TRUSTED_KEYS_PATH", "").split(os.pathsep)
     trusted = tuple(Path(p.strip()).expanduser() for p in listed if p.strip())
     if env == "local":
         keys = state_dir / LOCAL_KEYS_DIR

@@ -8,7 +8,7 @@ default), so the registry never holds anything that could forge it.
 * Signing (OpenSSF ``model-signing``, an EC key): every file of the MLflow model folder is hashed
   (sha256 per file, symlinks refused, git files *not* exempt) into a manifest that is signed into
   ``model.sig`` beside the files. ``model.sig`` is the one file left out of the signed set.
-* Verifying: the signature must name a trusted public key (``MLOPS_TRUSTED_KEYS``: several for
+* Verifying: the signature must name a trusted public key (``MLOPS_TRUSTED_KEYS_PATH``: several for
   rotation), verify with it, and the folder must hold exactly the signed files with the signed bytes:
   a changed, added or removed file fails.
 * Format: only scikit-learn pipelines stored with skops load, with the skops types the signed
@@ -161,13 +161,13 @@ def signing_key(settings: Settings) -> Path:
     """The private key that signs new models (generated on the embedded default, never in production)."""
     if settings.signing_key is None:
         raise SettingsError(
-            "no model signing key: set MLOPS_SIGNING_KEY to the private key PEM mounted from the "
+            "no model signing key: set MLOPS_SIGNING_KEY_FILE to the private key PEM mounted from the "
             "mlops-signing-key Secret"
         )
     if _is_local_default(settings):
         return ensure_local_key(settings.signing_key.parent)
     if not settings.signing_key.is_file():
-        raise SettingsError(f"model signing key {settings.signing_key} (MLOPS_SIGNING_KEY) does not exist")
+        raise SettingsError(f"model signing key {settings.signing_key} (MLOPS_SIGNING_KEY_FILE) does not exist")
     return settings.signing_key
 
 
@@ -182,13 +182,13 @@ def trusted_keys(settings: Settings) -> dict[str, Path]:
         elif entry.is_file():
             files = [entry]
         else:
-            raise SettingsError(f"trusted key path {entry} (MLOPS_TRUSTED_KEYS) does not exist")
+            raise SettingsError(f"trusted key path {entry} (MLOPS_TRUSTED_KEYS_PATH) does not exist")
         for file in files:
             found.setdefault(public_key_fingerprint(file), file)
     if not found:
         where = os.pathsep.join(map(str, settings.trusted_keys)) or "nothing"
         raise SettingsError(
-            f"no trusted model signing keys in {where}: set MLOPS_TRUSTED_KEYS to the public key PEM "
+            f"no trusted model signing keys in {where}: set MLOPS_TRUSTED_KEYS_PATH to the public key PEM "
             "files (or folders of them) whose signatures models may carry"
         )
     return found
@@ -270,7 +270,7 @@ def verify_model(directory: Path, keys: Mapping[str, Path], *, name: str) -> str
         trusted = ", ".join(f[:16] for f in keys) or "none"
         raise ModelIntegrityError(
             f"{prefix}: it is signed by key {hint[:16] or '(unnamed)'}, which is not trusted (trusted: "
-            f"{trusted}); add a public key to MLOPS_TRUSTED_KEYS only if you trust who signed with it"
+            f"{trusted}); add a public key to MLOPS_TRUSTED_KEYS_PATH only if you trust who signed with it"
         )
     config = verifying.Config().set_hashing_config(_hashing_config()).use_elliptic_key_verifier(public_key=key)
     try:

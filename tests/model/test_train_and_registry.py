@@ -198,7 +198,7 @@ def test_register_aliases_and_history(state_dir: Path, tmp_path: Path) -> None:
 def test_training_without_its_signing_key_fails_before_fitting(
     state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(tmp_path / "absent.pem"))
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", str(tmp_path / "absent.pem"))
     holdout = tmp_path / "h.parquet"
     code = train.main(
         [

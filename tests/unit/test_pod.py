@@ -86,7 +86,7 @@ def test_pod_gets_the_signing_key_from_its_secret_read_only(training_pod: dict[s
     spec = training_pod["spec"]
     container = spec["containers"][0]
     env = {e["name"]: e for e in container.get("env", [])}
-    assert env["MLOPS_SIGNING_KEY"]["value"] == f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"
+    assert env["MLOPS_SIGNING_KEY_FILE"]["value"] == f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == SIGNING_KEY_DIR]
     assert mount["readOnly"] is True
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]

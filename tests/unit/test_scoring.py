@@ -414,13 +414,13 @@ def test_key_rotation_at_load(env: dict[str, Any], tmp_path: Path, monkeypatch: 
         public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     old = env["state"] / "keys" / "trusted" / "local.pem"
-    monkeypatch.setenv("MLOPS_TRUSTED_KEYS", f"{trusted}:{old}")
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", f"{trusted}:{old}")
     assert set(signing.trusted_keys(get_settings())) == {
         signer_fingerprint(new_key),
         signing.public_key_fingerprint(old),
     }
     assert scoring.load_verified(MODEL, champion).version == champion
     scoring.clear_cache()
-    monkeypatch.setenv("MLOPS_TRUSTED_KEYS", str(trusted))
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", str(trusted))
     with pytest.raises(scoring.ModelIntegrityError, match="which is not trusted"):
         scoring.load_verified(MODEL, champion)

@@ -341,7 +341,7 @@ def test_key_rotation(
     folder = tmp_path / "trusted"
     folder.mkdir()
     shutil.copy(keys["public"], folder / "old.pem")
-    monkeypatch.setenv("MLOPS_TRUSTED_KEYS", os.pathsep.join([str(folder), str(new_public)]))
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", os.pathsep.join([str(folder), str(new_public)]))
     settings = get_settings()
     assert settings.trusted_keys == (folder, new_public)
     assert len(signing.trusted_keys(settings)) == 2
@@ -361,22 +361,22 @@ def test_production_needs_keys_from_the_environment(
         "MLOPS_LAKE_URI": "s3://lake",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("MLOPS_SIGNING_KEY", raising=False)
-    monkeypatch.delenv("MLOPS_TRUSTED_KEYS", raising=False)
+    monkeypatch.delenv("MLOPS_SIGNING_KEY_FILE", raising=False)
+    monkeypatch.delenv("MLOPS_TRUSTED_KEYS_PATH", raising=False)
     settings = get_settings()
-    with pytest.raises(SettingsError, match="no model signing key: set MLOPS_SIGNING_KEY"):
+    with pytest.raises(SettingsError, match="no model signing key: set MLOPS_SIGNING_KEY_FILE"):
         signing.signing_key(settings)
-    with pytest.raises(SettingsError, match="no trusted model signing keys in nothing: set MLOPS_TRUSTED_KEYS"):
+    with pytest.raises(SettingsError, match="no trusted model signing keys in nothing: set MLOPS_TRUSTED_KEYS_PATH"):
         signing.trusted_keys(settings)
     assert not (state_dir / "keys").exists()  # production never generates a key
-    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(tmp_path / "missing.key"))
-    with pytest.raises(SettingsError, match=r"missing.key \(MLOPS_SIGNING_KEY\) does not exist"):
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(SettingsError, match=r"missing.key \(MLOPS_SIGNING_KEY_FILE\) does not exist"):
         signing.signing_key(get_settings())
-    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(keys["private"]))
-    monkeypatch.setenv("MLOPS_TRUSTED_KEYS", str(keys["private"]))  # a private key is no public key
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", str(keys["private"]))
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", str(keys["private"]))  # a private key is no public key
     assert signing.signing_key(get_settings()) == keys["private"]
     with pytest.raises(SettingsError, match="is not a readable PEM public key"):
         signing.trusted_keys(get_settings())
-    monkeypatch.setenv("MLOPS_TRUSTED_KEYS", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", str(tmp_path / "nowhere"))
     with pytest.raises(SettingsError, match=r"nowhere .*does not exist"):
         signing.trusted_keys(get_settings())
