@@ -233,7 +233,7 @@ def _diff(directory: Path, statement: dict[str, Any]) -> str:
     actual = {
         path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in directory.rglob("*")
-        if path.is_file() and path.name != SIGNATURE_FILE
+        if path.is_file() and path.relative_to(directory).as_posix() != SIGNATURE_FILE
     }
     changed = sorted(name for name in signed.keys() & actual.keys() if signed[name] != actual[name])
     parts = [
