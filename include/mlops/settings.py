@@ -53,13 +53,13 @@ LOCAL_SIGNING_KEY = "signing-key.pem"
 LOCAL_TRUSTED_DIR = "trusted"
 
 
-def _key_settings(env: Env, state_dir: Path) -> tuple[Path | None, tuple[Path, ...]]:
-    """``MLOPS_SIGNING_KEY_FILE`` (a private key PEM path) and ``MLOPS_TRUSTED_KEYS_PATH`` (PEM files or folders,
-    separated by ``os.pathsep``); locally both default to a key pair generated under ``<state>/keys``."""
+def _key_settings(*, local: bool, state_dir: Path) -> tuple[Path | None, tuple[Path, ...]]:
+    """``MLOPS_SIGNING_KEY_FILE`` (private key PEM) and ``MLOPS_TRUSTED_KEYS_PATH`` (public key PEM files
+    or folders, ``os.pathsep``-separated); locally both default to a key pair under ``<state>/keys``."""
     key = os.environ.get("MLOPS_SIGNING_KEY_FILE", "").strip()
     listed = os.environ.get("MLOPS_TRUSTED_KEYS_PATH", "").split(os.pathsep)
     trusted = tuple(Path(p.strip()).expanduser() for p in listed if p.strip())
-    if env == "local":
+    if local:
         keys = state_dir / LOCAL_KEYS_DIR
         return (Path(key).expanduser() if key else keys / LOCAL_SIGNING_KEY), trusted or (keys / LOCAL_TRUSTED_DIR,)
     return (Path(key).expanduser() if key else None), trusted
@@ -82,7 +82,7 @@ def get_settings() -> Settings:
     feature_repo = Path(os.environ.get("MLOPS_FEATURE_REPO", REPO_ROOT / "feature_repo")).resolve()
     image = os.environ.get("MLOPS_TRAINING_IMAGE", "ghcr.io/mlops-platform/trainer:0.1.0")
     namespace = os.environ.get("MLOPS_K8S_NAMESPACE", "mlops-training")
-    signing_key, trusted_keys = _key_settings(env, state_dir)  # type: ignore[arg-type]
+    signing_key, trusted_keys = _key_settings(local=env == "local", state_dir=state_dir)
     if env == "local":
         tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
         backend = os.environ.get("MLOPS_TRAINING_BACKEND", "local")
