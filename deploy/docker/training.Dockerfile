@@ -25,6 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY requirements.txt /tmp/build/requirements.txt
 RUN pip install -c /tmp/build/requirements.txt \
       mlflow boto3 pandas pyarrow numpy scipy scikit-learn skops cloudpickle pydantic pyyaml croniter \
+      model-signing pyopenssl \
       "xgboost==3.2.0" "nvidia-nccl-cu12==2.32.3" \
  && rm -rf /tmp/build
 

@@ -542,11 +542,14 @@ def gate_fairness(model: str, trained: dict[str, Any], run_id: str) -> dict[str,
 
 
 def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool = False) -> dict[str, Any]:
-    """Challenger vs the current champion on the same frozen holdout."""
-    import mlflow
+    """Challenger vs the current champion on the same frozen holdout.
 
+    The champion is loaded only through the verified loader: a trusted signature over exactly its
+    files and a skops (never pickle) format, checked before anything is deserialized.
+    """
     from mlops.gates import champion_gate
     from mlops.registry import CHAMPION, get_alias_version
+    from mlops.scoring import load_verified
     from mlops.tracking import configure
     from mlops.train import binary_target, classification_metrics
 
@@ -556,8 +559,8 @@ def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool 
     champion_version = get_alias_version(model, CHAMPION)
     champion_value = None
     if champion_version is not None:
+        champion = load_verified(model, champion_version).pipeline
         holdout = _holdout(trained)
-        champion = mlflow.sklearn.load_model(f"models:/{model}@{CHAMPION}")
         try:
             proba = champion.predict_proba(holdout[cfg.feature_columns])[:, 1]
         except (KeyError, ValueError) as exc:

@@ -1,8 +1,9 @@
 """The house KubernetesPodOperator wrapper: every pod default is set here, once, with its reason.
 
-Endpoints reach the pod from the ConfigMap ``mlops-endpoints`` and credentials from the Secret
-``mlops-credentials`` (see ``deploy/k8s``). The image and namespace are the settings
-``MLOPS_TRAINING_IMAGE`` / ``MLOPS_K8S_NAMESPACE`` (read without raising, so safe at parse time);
+Endpoints reach the pod from the ConfigMap ``mlops-endpoints``, credentials from the Secret
+``mlops-credentials`` and the model signing key from the Secret ``mlops-signing-key`` (see
+``deploy/k8s``). The image and namespace are the settings ``MLOPS_TRAINING_IMAGE`` /
+``MLOPS_K8S_NAMESPACE`` (read without raising, so safe at parse time);
 :func:`pod_image` is the one place the image is chosen, and the registry's lineage tag calls it too.
 
 Every container of the pod, the operator's XCom sidecar included, meets the Pod Security
@@ -26,6 +27,11 @@ SECRET_ENV_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
+# The model signing key (mlops.signing): one PEM file of its own Secret, mounted read-only and named
+# by MLOPS_SIGNING_KEY_FILE; only the training pod ever holds it.
+SIGNING_SECRET = "mlops-signing-key"
+SIGNING_KEY_FILE = "signing-key.pem"
+SIGNING_KEY_DIR = "/var/run/secrets/mlops-signing"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 10001  # the training image's non-root user
 # The label that marks training pods: deploy/k8s/networkpolicy.yaml selects them by it.
@@ -109,7 +115,17 @@ def gpu_pod_operator(
         "volume_mounts": [k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
         # Endpoints from a ConfigMap, credentials from a Secret: nothing sensitive in the DAG.
         "configmaps": [ENDPOINTS_CONFIGMAP],
-        "secrets": [Secret("env", key, CREDENTIALS_SECRET, key) for key in SECRET_ENV_KEYS],
+        "secrets": [
+            *(Secret("env", key, CREDENTIALS_SECRET, key) for key in SECRET_ENV_KEYS),
+            # Group-readable (0440): the pod's fsGroup owns the file, no one else can read it.
+            Secret(
+                "volume",
+                SIGNING_KEY_DIR,
+                SIGNING_SECRET,
+                items=[k8s.V1KeyToPath(key=SIGNING_KEY_FILE, path=SIGNING_KEY_FILE, mode=0o440)],
+            ),
+        ],
+        "env_vars": {"MLOPS_SIGNING_KEY_FILE": f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"},
         "service_account_name": "mlops-training",
         # The run identity never needs the Kubernetes API from inside the pod.
         "automount_service_account_token": False,

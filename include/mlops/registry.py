@@ -192,6 +192,13 @@ def previous_champion(model: str) -> str | None:
     return None
 
 
+def _verify_target(model: str, version: str) -> None:
+    """Refuse (ModelIntegrityError) to make champion a version that scoring would refuse to load."""
+    from mlops.scoring import verify_version
+
+    verify_version(model, version)
+
+
 def rollback(
     model: str,
     target_version: str | None = None,
@@ -218,6 +225,7 @@ def rollback(
         raise RollbackError(f"cannot roll back {model}: no earlier champion in the alias history")
     if target == current:
         raise RollbackError(f"cannot roll back {model}: version {target} is already the champion")
+    _verify_target(model, target)
     return set_alias(
         model,
         CHAMPION,

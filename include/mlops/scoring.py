@@ -1,8 +1,10 @@
 """Batch scoring with the champion, shadow scoring with the challenger, and a verified model loader.
 
-A model is only ever loaded from a local copy whose checksum equals the ``model_sha256`` tag recorded
-when the version was registered, so an artifact changed in the registry's store (or in the local
-cache) fails loudly instead of scoring. Verified models are cached per version: on disk under
+A model is only ever loaded from a local copy that a trusted key signed (:mod:`mlops.signing`: every
+file, exactly as signed) and that is stored with skops, never pickle; its checksum must also equal the
+``model_sha256`` tag recorded at registration. An artifact swapped or changed in the registry's store
+(or in the local cache) fails loudly instead of scoring, even when its tags were rewritten to match.
+Verified models are cached per version: on disk under
 ``<state_dir>/model_cache/<model>/<version>/`` (re-verified by every new process) and in memory for
 the rest of the process, so a task downloads and deserializes each version once.
 
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mlops.config import ModelConfig, get_config
 from mlops.pipeline import GateFailed, NothingToDo, _lake, _write_parquet, read_validated
 from mlops.settings import Settings
+from mlops.signing import ModelIntegrityError, SkopsModel, load_pipeline, verify_model_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,12 +50,7 @@ RUN_ID_COLUMN = "model_run_id"
 SCORED_AT_COLUMN = "scored_at"
 
 
-class ModelIntegrityError(GateFailed):
-    """The model's files do not match the checksum recorded at registration: never load it.
-
-    A :class:`GateFailed` (so a RuntimeError): the Airflow task fails at once, since retrying cannot
-    make tampered or corrupted bytes right.
-    """
+__all__ = ["LoadedModel", "ModelIntegrityError", "load_verified", "score_interval", "verify_version"]
 
 
 @dataclass(frozen=True)
@@ -110,9 +108,49 @@ def _short(digest: str) -> str:
     return f"{digest[:12]}…" if digest else "nothing"
 
 
+def _verified_copy(model: str, version: str, settings: Settings) -> tuple[Any, Path, SkopsModel, str]:
+    """Download (once) and verify a version: trusted signature, safe format, registered checksum.
+
+    Returns the registry's model version, the verified folder, its skops file and its checksum.
+    Nothing in the folder has been deserialized yet.
+    """
+    from mlops.tracking import client, directory_checksum
+
+    model_version = client(settings).get_model_version(model, version)
+    expected = str(model_version.tags.get(SHA_TAG, "")).strip()
+    if not expected:
+        raise ModelIntegrityError(
+            f"refusing to load {model} v{version}: the version has no {SHA_TAG} tag to verify against"
+        )
+    directory = _cache_dir(settings, model, version)
+    if not directory.is_dir():
+        started = time.monotonic()
+        source = str(model_version.source or f"models:/{model}/{version}")
+        _download(model, version, source, directory)
+        log.info("downloaded %s v%s in %.2fs", model, version, time.monotonic() - started)
+    skops_model = verify_model_dir(directory, settings, name=f"{model} v{version}")
+    found = directory_checksum(directory)
+    if found != expected:
+        raise ModelIntegrityError(
+            f"refusing to load {model} v{version}: checksum mismatch (registered {_short(expected)}, "
+            f"found {_short(found)}) in {directory}; delete that folder to download it again"
+        )
+    return model_version, directory, skops_model, found
+
+
+def verify_version(model: str, version: str) -> Path:
+    """Verify a version as :func:`load_verified` would, without deserializing it (rollback's check)."""
+    from mlops.tracking import configure
+
+    settings = configure()
+    with _LOCK:
+        _, directory, _, _ = _verified_copy(model, str(version), settings)
+    return directory
+
+
 def load_verified(model: str, version: str) -> LoadedModel:
-    """The version's sklearn pipeline, loaded only after its files matched the registered checksum."""
-    from mlops.tracking import client, configure, directory_checksum
+    """The version's sklearn pipeline, deserialized with skops only after its signature verified."""
+    from mlops.tracking import configure
 
     version = str(version)
     settings = configure()
@@ -121,27 +159,8 @@ def load_verified(model: str, version: str) -> LoadedModel:
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        model_version = client(settings).get_model_version(model, version)
-        expected = str(model_version.tags.get(SHA_TAG, "")).strip()
-        if not expected:
-            raise ModelIntegrityError(
-                f"refusing to load {model} v{version}: the version has no {SHA_TAG} tag to verify against"
-            )
-        directory = _cache_dir(settings, model, version)
-        if not directory.is_dir():
-            started = time.monotonic()
-            source = str(model_version.source or f"models:/{model}/{version}")
-            _download(model, version, source, directory)
-            log.info("downloaded %s v%s in %.2fs", model, version, time.monotonic() - started)
-        found = directory_checksum(directory)
-        if found != expected:
-            raise ModelIntegrityError(
-                f"refusing to load {model} v{version}: checksum mismatch (registered {_short(expected)}, "
-                f"found {_short(found)}) in {directory}; delete that folder to download it again"
-            )
-        import mlflow.sklearn
-
-        pipeline = mlflow.sklearn.load_model(str(directory))
+        model_version, directory, skops_model, found = _verified_copy(model, version, settings)
+        pipeline = load_pipeline(skops_model, name=f"{model} v{version}")
         loaded = LoadedModel(
             model=model,
             version=version,

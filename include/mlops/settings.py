@@ -41,10 +41,31 @@ class Settings:
     training_backend: TrainingBackend
     training_image: str
     kubernetes_namespace: str
+    # Model signing (mlops.signing): the private key that signs newly trained models (None: this
+    # process cannot sign) and the public keys (PEM files or folders of them) a model must verify with.
+    signing_key: Path | None = None
+    trusted_keys: tuple[Path, ...] = ()
 
     @property
     def is_local(self) -> bool:
         return self.env == "local"
+
+
+LOCAL_KEYS_DIR = "keys"
+LOCAL_SIGNING_KEY = "signing-key.pem"
+LOCAL_TRUSTED_DIR = "trusted"
+
+
+def _key_settings(*, local: bool, state_dir: Path) -> tuple[Path | None, tuple[Path, ...]]:
+    """``MLOPS_SIGNING_KEY_FILE`` (private key PEM) and ``MLOPS_TRUSTED_KEYS_PATH`` (public key PEM files
+    or folders, ``os.pathsep``-separated); locally both default to a key pair under ``<state>/keys``."""
+    key = os.environ.get("MLOPS_SIGNING_KEY_FILE", "").strip()
+    listed = os.environ.get("MLOPS_TRUSTED_KEYS_PATH", "").split(os.pathsep)
+    trusted = tuple(Path(p.strip()).expanduser() for p in listed if p.strip())
+    if local:
+        keys = state_dir / LOCAL_KEYS_DIR
+        return (Path(key).expanduser() if key else keys / LOCAL_SIGNING_KEY), trusted or (keys / LOCAL_TRUSTED_DIR,)
+    return (Path(key).expanduser() if key else None), trusted
 
 
 def _require(name: str) -> str:
@@ -74,6 +95,7 @@ def get_settings() -> Settings:
     feature_repo = Path(os.environ.get("MLOPS_FEATURE_REPO", REPO_ROOT / "feature_repo")).resolve()
     image = training_image()
     namespace = kubernetes_namespace()
+    signing_key, trusted_keys = _key_settings(local=env == "local", state_dir=state_dir)
     if env == "local":
         tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
         backend = os.environ.get("MLOPS_TRAINING_BACKEND", "local")
@@ -91,6 +113,8 @@ def get_settings() -> Settings:
             training_backend=_backend(backend),
             training_image=image,
             kubernetes_namespace=namespace,
+            signing_key=signing_key,
+            trusted_keys=trusted_keys,
         )
     tracking = _require("MLFLOW_TRACKING_URI")
     return Settings(
@@ -107,6 +131,8 @@ def get_settings() -> Settings:
         training_backend=_backend(os.environ.get("MLOPS_TRAINING_BACKEND", "kubernetes")),
         training_image=image,
         kubernetes_namespace=namespace,
+        signing_key=signing_key,
+        trusted_keys=trusted_keys,
     )
 
 

@@ -16,11 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import ModelConfig, check_estimator_overrides, get_config
+from mlops.settings import SettingsError
 from mlops.storage import open_store
 
 if TYPE_CHECKING:
@@ -212,9 +214,12 @@ def train(
     import mlflow
     from mlflow.models import infer_signature
 
-    from mlops.tracking import configure, directory_checksum, ensure_experiment
+    from mlops.settings import get_settings
+    from mlops.signing import sign_model, signer_fingerprint, signing_key, skops_model
+    from mlops.tracking import client, configure, directory_checksum, ensure_experiment
 
     started = time.monotonic()
+    private_key = signing_key(get_settings())  # before the fit: a missing key must not waste a GPU hour
     df = _read_parquet(training_set_uri).sort_values(cfg.timestamp_column, kind="stable")
     train_df, holdout_df = time_split(df, cfg, cfg.training.holdout_days)
     del df  # the two halves are copies: a whole extra copy of the set would stay alive during the fit
@@ -266,9 +271,16 @@ def train(
             skops_trusted_types=trusted_types(pipeline),
             pip_requirements=pip_requirements(cfg.training.estimator.class_path),
         )
-        local_model = Path(mlflow.artifacts.download_artifacts(info.model_uri))
-        checksum = directory_checksum(local_model)
-        mlflow.set_tag("model_sha256", checksum)
+        # Sign what the store now holds (downloaded back by the logged model's URI, as loaders do),
+        # then store the signature beside those files: the registered version carries both.
+        with tempfile.TemporaryDirectory(prefix="signed-model-") as tmp:
+            local_model = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
+            skops_model(local_model, name=f"{cfg.name} run {run.info.run_id}")  # never sign a pickle
+            model_sig = sign_model(local_model, private_key)
+            client(settings).log_model_artifact(info.model_id, str(model_sig))
+            checksum = directory_checksum(local_model)
+        signed_by = signer_fingerprint(private_key)
+        mlflow.set_tags({"model_sha256": checksum, "model_signed_by": signed_by})
     result = {
         "model": cfg.name,
         "run_id": run.info.run_id,
@@ -283,6 +295,7 @@ def train(
         "train_end": str(train_df[cfg.timestamp_column].max()),
         "device": device,
         "model_sha256": checksum,
+        "model_signed_by": signed_by,
         "seconds": round(time.monotonic() - started, 2),
     }
     log.info("trained %s run %s: %s", cfg.name, run.info.run_id, json.dumps(metrics))
@@ -314,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             tags=tags,
             run_name=args.run_name,
         )
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, json.JSONDecodeError, SettingsError) as exc:
         print(f"training failed: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import registry, train
+from mlops import registry, scoring, signing, train
 from mlops.config import get_config
 from mlops.datagen import GENERATORS
 
@@ -69,6 +69,19 @@ def test_training_cli_logs_model_and_writes_result(state_dir: Path, tmp_path: Pa
     assert set(columns) == set(pd.read_parquet(uri).columns)
     assert inputs["training_set"].dataset.digest != inputs["holdout"].dataset.digest
     assert inputs["holdout"].dataset.source == json.dumps({"uri": holdout})
+    # Signed with the local key; the registered version loads through the verified (skops) loader
+    # and scores the holdout exactly as training did, XGBoost inside the pipeline included.
+    local_key = state_dir / "keys" / "signing-key.pem"
+    assert result["model_signed_by"] == signing.signer_fingerprint(local_key)
+    assert run.data.tags["model_signed_by"] == result["model_signed_by"]
+    version = registry.register_version(model, result["run_id"], {"model_sha256": result["model_sha256"]})
+    loaded = scoring.load_verified(model, version)
+    folder = state_dir / "model_cache" / model / version
+    assert (folder / signing.SIGNATURE_FILE).is_file()
+    assert signing.skops_model(folder, name=model).trusted_types == tuple(train.trusted_types(loaded.pipeline))
+    proba = loaded.pipeline.predict_proba(scored[cfg.feature_columns])[:, 1]
+    assert proba == pytest.approx(scored[train.PROBA_COLUMN].to_numpy(), abs=1e-6)
+    scoring.clear_cache()
 
 
 def test_training_cli_rejects_bad_estimator_params(state_dir: Path, tmp_path: Path) -> None:
@@ -129,10 +142,12 @@ def test_register_aliases_and_history(state_dir: Path, tmp_path: Path) -> None:
             )
             == 0
         )
-        runs.append(json.loads(out.read_text())["run_id"])
-    v1 = registry.register_version("tumor_diagnosis", runs[0], {"lineage.git_commit": "abc"})
-    assert registry.register_version("tumor_diagnosis", runs[0], {}) == v1  # idempotent per run
-    v2 = registry.register_version("tumor_diagnosis", runs[1], {})
+        runs.append(json.loads(out.read_text()))
+    # As the pipeline's register step does: the checksum recorded with the version.
+    tags = [{"model_sha256": r["model_sha256"]} for r in runs]
+    v1 = registry.register_version("tumor_diagnosis", runs[0]["run_id"], {"lineage.git_commit": "abc", **tags[0]})
+    assert registry.register_version("tumor_diagnosis", runs[0]["run_id"], {}) == v1  # idempotent per run
+    v2 = registry.register_version("tumor_diagnosis", runs[1]["run_id"], tags[1])
     assert v2 != v1
     assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) is None
     registry.set_alias("tumor_diagnosis", registry.CHAMPION, v1, actor="test", reason="first")
@@ -172,6 +187,35 @@ def test_register_aliases_and_history(state_dir: Path, tmp_path: Path) -> None:
     assert forward is not None
     assert (forward.from_version, forward.to_version) == (v1, v2)
     assert len(registry.alias_history("tumor_diagnosis", registry.CHAMPION)) == 4
+    # Rollback verifies its target first: a changed byte in v1's verified copy and champion stays v2.
+    skops_file = state_dir / "model_cache" / "tumor_diagnosis" / v1 / "model.skops"
+    data = bytearray(skops_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    skops_file.write_bytes(bytes(data))
+    with pytest.raises(scoring.ModelIntegrityError, match=rf"v{v1}: its files differ .*changed model.skops"):
+        registry.rollback("tumor_diagnosis", v1, actor="bob", reason="to a tampered version")
+    assert registry.get_alias_version("tumor_diagnosis", registry.CHAMPION) == v2
+    assert len(registry.alias_history("tumor_diagnosis", registry.CHAMPION)) == 4
+
+
+def test_training_without_its_signing_key_fails_before_fitting(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", str(tmp_path / "absent.pem"))
+    holdout = tmp_path / "h.parquet"
+    code = train.main(
+        [
+            "--model",
+            "tumor_diagnosis",
+            "--training-set",
+            _training_set("tumor_diagnosis", tmp_path, days=4),
+            "--holdout-output",
+            str(holdout),
+        ]
+    )
+    assert code == 2
+    assert "training failed: model signing key " in capsys.readouterr().err
+    assert not holdout.exists()  # written right after the fit: the fit never ran
 
 
 def test_dataset_input_digest_covers_every_row_and_schema_every_column() -> None:

@@ -631,6 +631,23 @@ def test_secret_has_exactly_the_pod_keys_and_placeholders(manifests: list[tuple[
     assert set(secret["stringData"].values()) == {"change-me"}
 
 
+def test_signing_key_secret_has_the_pod_key_as_a_placeholder(manifests: list[tuple[str, dict[str, Any]]]) -> None:
+    from mlops.pod import SIGNING_KEY_FILE, SIGNING_SECRET
+
+    secret = _one(manifests, "Secret", SIGNING_SECRET)
+    assert "data" not in secret and secret["stringData"] == {SIGNING_KEY_FILE: "change-me"}
+
+
+def test_airflow_trusts_mounted_signing_keys_read_only(compose: dict[str, Any]) -> None:
+    """Every service that runs tasks verifies models: it gets the trusted public keys, never the private one."""
+    for name in ("airflow-scheduler", "airflow-worker"):
+        service = compose["services"][name]
+        env = dc.environment(service)
+        mount = dc.mount_targets(service)[env["MLOPS_TRUSTED_KEYS_PATH"]]
+        assert mount["read_only"], name
+        assert "MLOPS_SIGNING_KEY_FILE" not in env, name
+
+
 def test_configmap_gives_the_pod_production_settings(
     manifests: list[tuple[str, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

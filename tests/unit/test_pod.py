@@ -12,7 +12,17 @@ from kubernetes.client import ApiClient
 
 from mlops import deploycheck as dc
 from mlops.config import ResourcesConfig
-from mlops.pod import CREDENTIALS_SECRET, ENDPOINTS_CONFIGMAP, ROLE_LABEL, SECRET_ENV_KEYS, gpu_pod_operator, pod_image
+from mlops.pod import (
+    CREDENTIALS_SECRET,
+    ENDPOINTS_CONFIGMAP,
+    ROLE_LABEL,
+    SECRET_ENV_KEYS,
+    SIGNING_KEY_DIR,
+    SIGNING_KEY_FILE,
+    SIGNING_SECRET,
+    gpu_pod_operator,
+    pod_image,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"
@@ -73,6 +83,19 @@ def test_pod_gets_credentials_from_secrets_only(training_pod: dict[str, Any]) ->
         assert ref == {"name": CREDENTIALS_SECRET, "key": key}
         assert "value" not in env[key]
     assert {"configMapRef": {"name": ENDPOINTS_CONFIGMAP}} in container["envFrom"]
+
+
+def test_pod_gets_the_signing_key_from_its_secret_read_only(training_pod: dict[str, Any]) -> None:
+    spec = training_pod["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["MLOPS_SIGNING_KEY_FILE"]["value"] == f"{SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}"
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == SIGNING_KEY_DIR]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == SIGNING_SECRET
+    assert volume["secret"]["items"] == [{"key": SIGNING_KEY_FILE, "path": SIGNING_KEY_FILE, "mode": 0o440}]
+    assert all(SIGNING_SECRET not in str(e) for e in container.get("envFrom", []))  # never in the environment
 
 
 def test_pod_runs_the_training_cli(training_pod: dict[str, Any]) -> None:

@@ -1,5 +1,8 @@
 """Batch scoring: champion predictions, shadow challenger, the verified model cache, tamper detection.
 
+Every loader (scoring and shadow, the champion gate, rollback) refuses a model that is unsigned,
+signed by an untrusted key, changed in any file, or stored as a pickle, even with its tags rewritten.
+
 Two small tumor_diagnosis models are trained once per module into a template state folder (validated
 partitions, Feast registry + online store, MLflow registry); each test copies it into its own
 ``state_dir`` so alias and tag changes never leak between tests.
@@ -7,6 +10,7 @@ partitions, Feast registry + online store, MLflow registry); each test copies it
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,11 +20,14 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
-from mlops import features, registry, scoring, train
+from mlops import features, pipeline, registry, scoring, signing, train
 from mlops.config import get_config
 from mlops.datagen import GENERATORS
 from mlops.pipeline import NothingToDo
+from mlops.settings import get_settings
+from mlops.tracking import directory_checksum
 
 MODEL = "tumor_diagnosis"
 DAYS = [date(2026, 3, 1) + timedelta(days=i) for i in range(3)]
@@ -50,7 +57,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         features.materialize_interval(cfg, start, start + timedelta(days=len(DAYS)))
         training_set = state / "training_set.parquet"
         pd.concat(frames, ignore_index=True).to_parquet(training_set, index=False)
-        versions = []
+        versions, results = [], []
         for i, params in enumerate([{}, {"C": 0.001}]):  # a much weaker challenger: scores differ
             result = train.train(
                 cfg,
@@ -59,9 +66,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                 estimator_params=params,
             )
             tags = {"model_sha256": result["model_sha256"]}
+            results.append(result)
             versions.append(registry.register_version(MODEL, result["run_id"], tags))
         registry.set_alias(MODEL, registry.CHAMPION, versions[0], actor="test", reason="setup")
-    yield {"state": state, "versions": versions, "validated": frames[-1]}
+    yield {"state": state, "versions": versions, "results": results, "validated": frames[-1]}
 
 
 @pytest.fixture
@@ -147,8 +155,11 @@ def test_shadow_scores_only_a_distinct_challenger(env: dict[str, Any]) -> None:
 
 
 def test_each_version_is_downloaded_and_loaded_once(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import skops.io
+
     calls = {"download": 0, "load": 0}
-    download, load = mlflow.artifacts.download_artifacts, mlflow.sklearn.load_model
+    download, load = mlflow.artifacts.download_artifacts, skops.io.load
+    loaded_with: list[Any] = []
 
     def counted_download(*args: Any, **kwargs: Any) -> Any:
         calls["download"] += 1
@@ -156,14 +167,20 @@ def test_each_version_is_downloaded_and_loaded_once(env: dict[str, Any], monkeyp
 
     def counted_load(*args: Any, **kwargs: Any) -> Any:
         calls["load"] += 1
+        loaded_with.append(kwargs.get("trusted"))
         return load(*args, **kwargs)
 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counted_download)
-    monkeypatch.setattr(mlflow.sklearn, "load_model", counted_load)
+    monkeypatch.setattr(skops.io, "load", counted_load)
     version = env["versions"][0]
     first = scoring.load_verified(MODEL, version)
     assert calls == {"download": 1, "load": 1}
-    assert (env["state"] / "model_cache" / MODEL / version / "MLmodel").is_file()
+    folder = env["state"] / "model_cache" / MODEL / version
+    assert (folder / "MLmodel").is_file() and (folder / signing.SIGNATURE_FILE).is_file()
+    # skops trusted exactly the types training recorded in the signed MLmodel.
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    assert loaded_with == [flavor["skops_trusted_types"]] and loaded_with[0] == ["numpy.dtype"]
     assert first.sha256 == registry.version_tags(MODEL, version)["model_sha256"]
     assert scoring.load_verified(MODEL, version) is first
     scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
@@ -183,9 +200,12 @@ def test_tampered_cache_is_refused_and_nothing_is_written(env: dict[str, Any]) -
     data = bytearray(skops.read_bytes())
     data[len(data) // 2] ^= 0xFF
     skops.write_bytes(bytes(data))
-    with pytest.raises(scoring.ModelIntegrityError, match=rf"refusing to load {MODEL} v{version}: checksum"):
+    with pytest.raises(
+        scoring.ModelIntegrityError,
+        match=rf"^refusing to load {MODEL} v{version}: its files differ from what was signed \(changed model.skops\)$",
+    ):
         scoring.load_verified(MODEL, version)
-    with pytest.raises(scoring.ModelIntegrityError, match="checksum mismatch"):
+    with pytest.raises(scoring.ModelIntegrityError, match="files differ from what was signed"):
         scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
     assert not _prediction_path(env["state"]).exists()
 
@@ -207,3 +227,200 @@ def test_no_champion_is_nothing_to_do(env: dict[str, Any]) -> None:
     with pytest.raises(NothingToDo, match="no champion to score with"):
         scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
     assert not _prediction_path(env["state"]).exists()
+
+
+# ----------------------------------------------------------------------------------------- signed models
+
+
+def _store(version: str) -> Path:
+    """The folder the registry serves ``version`` from (the logged model's artifacts)."""
+    from urllib.parse import urlparse
+
+    source = str(registry.client().get_model_version(MODEL, version).source)
+    location = registry.client().get_logged_model(source.removeprefix("models:/")).artifact_location
+    path = Path(urlparse(location).path)
+    assert (path / "MLmodel").is_file(), path
+    return path
+
+
+@pytest.fixture
+def store(env: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """Each version's stored folder, restored after the test (the registry's rows point at the template)."""
+    folders = {version: _store(version) for version in env["versions"]}
+    backups = {}
+    for version, folder in folders.items():
+        backups[version] = tmp_path / f"backup-{version}"
+        shutil.copytree(folder, backups[version])
+    yield folders
+    for version, folder in folders.items():
+        shutil.rmtree(folder)
+        shutil.copytree(backups[version], folder)
+
+
+def _attacker_key(tmp_path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = tmp_path / "attacker.key"
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return path
+
+
+class _WritesMarker:
+    """Unpickling this creates the marker file: stands for any code a pickle can run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def _to_pickle(folder: Path, marker: Path) -> None:
+    """The model file swapped for a pickle that runs code, and MLmodel rewritten to the pickle flavor."""
+    (folder / "model.skops").unlink()
+    (folder / "model.pkl").write_bytes(pickle.dumps(_WritesMarker(marker)))
+    document = yaml.safe_load((folder / "MLmodel").read_text())
+    document["flavors"]["sklearn"].update(serialization_format="pickle", pickled_model="model.pkl")
+    document["flavors"]["sklearn"].pop("skops_trusted_types", None)
+    document["flavors"]["python_function"]["model_path"] = "model.pkl"
+    (folder / "MLmodel").write_text(yaml.safe_dump(document))
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _resign(folder: Path, key: Path, tmp_path: Path) -> None:
+    """Sign the stored files as loaders download them (MLflow adds a file to ``models:/`` downloads)."""
+    version = next(v for v in registry.client().search_model_versions(f"name='{MODEL}'") if _store(v.version) == folder)
+    staging = tmp_path / "resign"
+    local = Path(mlflow.artifacts.download_artifacts(str(version.source), dst_path=str(staging)))
+    signing.sign_model(local, key)
+    shutil.copy(local / signing.SIGNATURE_FILE, folder / signing.SIGNATURE_FILE)
+    shutil.rmtree(staging)
+
+
+def _tamper(case: str, folder: Path, other: Path, tmp_path: Path, marker: Path) -> None:
+    sig = folder / signing.SIGNATURE_FILE
+    if case == "changed_byte":
+        _flip_byte(folder / "model.skops")
+    elif case == "added_file":
+        (folder / "extra.txt").write_text("x")
+    elif case == "removed_file":
+        (folder / "requirements.txt").unlink()
+    elif case == "no_signature":
+        sig.unlink()
+    elif case == "swapped_signature":
+        shutil.copy(other / signing.SIGNATURE_FILE, sig)
+    elif case == "attacker_resigned":
+        _flip_byte(folder / "model.skops")
+        _resign(folder, _attacker_key(tmp_path), tmp_path)
+    elif case == "pickle_unsigned":
+        _to_pickle(folder, marker)
+        sig.unlink()
+    elif case == "pickle_attacker_signed":
+        _to_pickle(folder, marker)
+        _resign(folder, _attacker_key(tmp_path), tmp_path)
+    elif case == "pickle_signed_by_trusted_key":
+        _to_pickle(folder, marker)
+        _resign(folder, signing.signing_key(get_settings()), tmp_path)
+    else:
+        raise AssertionError(case)
+
+
+TAMPERED = {
+    "changed_byte": r"its files differ from what was signed \(changed model.skops\)",
+    "added_file": r"its files differ from what was signed \(added extra.txt\)",
+    "removed_file": r"its files differ from what was signed \(removed requirements.txt\)",
+    "no_signature": r"it has no signature \(model.sig\)",
+    "swapped_signature": r"its files differ from what was signed \(changed",
+    "attacker_resigned": r"it is signed by key [0-9a-f]{16}, which is not trusted",
+    "pickle_unsigned": r"it has no signature",
+    "pickle_attacker_signed": r"it is signed by key [0-9a-f]{16}, which is not trusted",
+    "pickle_signed_by_trusted_key": r"it is serialized as 'pickle', which runs code when loaded",
+}
+
+
+def _load_with(loader: str, env: dict[str, Any]) -> None:
+    champion, challenger = env["versions"]
+    if loader == "scoring":
+        scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
+    elif loader == "shadow":
+        registry.set_alias(MODEL, registry.CHALLENGER, champion, actor="test", reason="tampered one in shadow")
+        registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="intact champion")
+        scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
+    elif loader == "champion_gate":  # force skips the comparison, never the integrity check
+        pipeline.gate_champion(MODEL, env["results"][1], run_id="r", force=True)
+    elif loader == "rollback":
+        registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="newer")
+        registry.rollback(MODEL, champion, actor="test", reason="back to the tampered one")
+    else:
+        raise AssertionError(loader)
+
+
+@pytest.mark.parametrize("loader", ["scoring", "shadow", "champion_gate", "rollback"])
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_every_loader_refuses_a_tampered_version(
+    env: dict[str, Any], store: dict[str, Path], tmp_path: Path, case: str, loader: str
+) -> None:
+    champion, challenger = env["versions"]
+    marker = tmp_path / "code-ran"
+    _tamper(case, store[champion], store[challenger], tmp_path, marker)
+    # Whoever swapped the files can write to the registry too: every tag now matches the new files.
+    registry.client().set_model_version_tag(MODEL, champion, "model_sha256", directory_checksum(store[champion]))
+    with pytest.raises(scoring.ModelIntegrityError, match=rf"^refusing to load {MODEL} v{champion}: {TAMPERED[case]}"):
+        _load_with(loader, env)
+    assert not marker.exists(), "a pickle was deserialized"
+    assert not _prediction_path(env["state"]).exists() and not _prediction_path(env["state"], "shadow").exists()
+    if loader == "rollback":
+        assert registry.get_alias_version(MODEL, registry.CHAMPION) == challenger  # champion did not move
+        assert [c.to_version for c in registry.alias_history(MODEL, registry.CHAMPION)][-1] == challenger
+
+
+def test_intact_signed_versions_pass_every_loader(env: dict[str, Any], store: dict[str, Path]) -> None:
+    """The control for the test above: the same loaders accept the versions as training signed them."""
+    champion, challenger = env["versions"]
+    metric = get_config(MODEL).config.gates.champion.metric
+    gate = pipeline.gate_champion(MODEL, env["results"][0], run_id="r", force=True)
+    assert gate["metrics"]["champion"] == pytest.approx(env["results"][0]["metrics"][metric])
+    assert scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")["champion_version"] == champion
+    registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="newer")
+    change = registry.rollback(MODEL, champion, actor="test", reason="back")
+    assert change is not None and registry.get_alias_version(MODEL, registry.CHAMPION) == champion
+    signed_by = registry.client().get_run(env["results"][0]["run_id"]).data.tags["model_signed_by"]
+    assert signed_by == env["results"][0]["model_signed_by"]
+    assert signed_by in signing.trusted_keys(get_settings())
+
+
+def test_key_rotation_at_load(env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old and new keys trusted: the old key's models load. The old key removed: they are refused."""
+    from cryptography.hazmat.primitives import serialization
+
+    from mlops.signing import signer_fingerprint
+
+    champion = env["versions"][0]
+    new_key = _attacker_key(tmp_path)  # a fresh key pair, here the "new" key
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    public = serialization.load_pem_private_key(new_key.read_bytes(), None).public_key()
+    (trusted / "new.pem").write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    old = env["state"] / "keys" / "trusted" / "local.pem"
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", f"{trusted}:{old}")
+    assert set(signing.trusted_keys(get_settings())) == {
+        signer_fingerprint(new_key),
+        signing.public_key_fingerprint(old),
+    }
+    assert scoring.load_verified(MODEL, champion).version == champion
+    scoring.clear_cache()
+    monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", str(trusted))
+    with pytest.raises(scoring.ModelIntegrityError, match="which is not trusted"):
+        scoring.load_verified(MODEL, champion)
