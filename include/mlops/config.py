@@ -183,6 +183,13 @@ class TrainingConfig(_Strict):
     estimator: EstimatorConfig = Field(description="The classifier to train.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Pod resources.")
     schedule: str | None = Field(default="0 3 * * 0", description="Cron for scheduled retraining, or null.")
+    timeout_minutes: int = Field(
+        default=240,
+        ge=5,
+        le=2880,
+        description="Longest a training may run (local process group killed, pod deadline); then it is "
+        "ended as an infrastructure failure and retried.",
+    )
 
 
 class MonitoringConfig(_Strict):
