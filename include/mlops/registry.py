@@ -294,6 +294,25 @@ def _converge(record: _Record, current: str | None) -> AliasChange:
     )
 
 
+def settle_open_intents(model: str, alias: str | None = None) -> list[tuple[AliasChange, str]]:
+    """Close the records of moves whose attempt died (call under :func:`model_lock`: none is in flight).
+
+    An open record whose alias shows its target is completed (the move happened); any other is marked
+    abandoned (it did not). A later retry of that move still converges on it. Returns each settled
+    change with the state it got.
+    """
+    settled = []
+    for run in _history_runs(model, "RUNNING"):
+        change = _change_from_tags(run.data.tags)
+        if alias is not None and change.alias != alias:
+            continue
+        state = DONE if _same(get_alias_version(model, change.alias), change.to_version) else ABANDONED
+        _close(run.info.run_id, state)
+        log.warning("%s@%s: record of the move to v%s was left open: %s", model, change.alias, change.to_version, state)
+        settled.append((change, state))
+    return settled
+
+
 def _move(
     model: str,
     alias: str,
@@ -316,6 +335,7 @@ def _move(
         record = _find_record(model, key)
         if record is not None:
             return _converge(record, current)
+        settle_open_intents(model, alias)  # a crashed move's record must count before this one plans
         target = plan(current)
         if target is None:
             return None
@@ -556,12 +576,12 @@ def _check_history(model: str, report: DoctorReport, repair: bool) -> None:
                 f"move to v{change.to_version} (history run {run.info.run_id}) was never completed; "
                 f"{change.alias} is v{current}"
             )
-            if repair:
-                _close(run.info.run_id, DONE if complete else ABANDONED)
             action = "record completed" if complete else "record marked abandoned (the alias never moved)"
             report.findings.append(Finding("history", f"{model}@{change.alias}", problem, action, repair))
         elif run.info.status == "FINISHED" and tags.get(KEY_TAG):
             keys.setdefault(tags[KEY_TAG], []).append(run.info.run_id)
+    if repair:
+        settle_open_intents(model)
     for key, run_ids in keys.items():
         if len(run_ids) > 1:
             report.findings.append(
