@@ -244,7 +244,8 @@ def _find_record(model: str, key: str) -> _Record | None:
     if not runs:
         return None
     run = runs[0]
-    state = run.data.tags.get(STATE_TAG) or (DONE if run.info.status == "FINISHED" else ABANDONED)
+    # The run's status is the truth (set last); the state tag only makes it readable in the UI.
+    state = {"RUNNING": INTENT, "FINISHED": DONE}.get(run.info.status, ABANDONED)
     return _Record(run.info.run_id, state, _change_from_tags(run.data.tags))
 
 
@@ -265,6 +266,7 @@ def _apply(change: AliasChange) -> None:
 
 
 def _close(run_id: str, state: str) -> None:
+    """End a record: FINISHED (done) or KILLED (abandoned); the status, set last, is what counts."""
     mlflow_client = client()
     mlflow_client.set_tag(run_id, STATE_TAG, state)
     mlflow_client.set_terminated(run_id, status="FINISHED" if state == DONE else "KILLED")
@@ -512,9 +514,10 @@ class Finding:
     problem: str
     action: str
     repaired: bool = False
+    repairable: bool = False
 
     def line(self) -> str:
-        verb = "repaired" if self.repaired else "NOT repaired"
+        verb = "repaired" if self.repaired else "repairable with --repair" if self.repairable else "to do"
         return f"[{self.check}] {self.subject}: {self.problem}; {verb}: {self.action}"
 
 
@@ -577,7 +580,7 @@ def _check_history(model: str, report: DoctorReport, repair: bool) -> None:
                 f"{change.alias} is v{current}"
             )
             action = "record completed" if complete else "record marked abandoned (the alias never moved)"
-            report.findings.append(Finding("history", f"{model}@{change.alias}", problem, action, repair))
+            report.findings.append(Finding("history", f"{model}@{change.alias}", problem, action, repair, True))
         elif run.info.status == "FINISHED" and tags.get(KEY_TAG):
             keys.setdefault(tags[KEY_TAG], []).append(run.info.run_id)
     if repair:
@@ -592,11 +595,15 @@ def _check_history(model: str, report: DoctorReport, repair: bool) -> None:
                     "check them in the MLflow UI and delete all but the first",
                 )
             )
-    done = (
-        alias_history(model)
-        if repair
-        else [_change_from_tags(r.data.tags) for r in runs if r.info.status == "FINISHED"]
-    )
+    if repair:  # the records completed above count
+        done = alias_history(model)
+    else:  # what a repair would leave: open records whose alias shows their target count as done
+        done = [
+            change
+            for change, status in ((_change_from_tags(r.data.tags), r.info.status) for r in runs)
+            if status == "FINISHED"
+            or (status == "RUNNING" and _same(get_alias_version(model, change.alias), change.to_version))
+        ]
     for alias in (CHAMPION, CHALLENGER):
         current = get_alias_version(model, alias)
         recorded = [c.to_version for c in done if c.alias == alias]
@@ -617,7 +624,9 @@ def _check_history(model: str, report: DoctorReport, repair: bool) -> None:
                 at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             _close(_open_intent(change, f"observed-{uuid.uuid4().hex}"), DONE)
-        report.findings.append(Finding("history", f"{model}@{alias}", problem, "the move is recorded now", repair))
+        report.findings.append(
+            Finding("history", f"{model}@{alias}", problem, "the move is recorded now", repair, True)
+        )
 
 
 def gate_verdicts(model: str, version: str) -> dict[str, str]:
@@ -691,6 +700,7 @@ def _check_runs(model: str, report: DoctorReport, repair: bool, now: datetime) -
                 f"RUNNING for {age}, longer than the training timeout plus grace ({limit}): its task is gone",
                 "ended FAILED",
                 repair,
+                True,
             )
         )
 
@@ -748,6 +758,7 @@ def _check_training_sets(model: str, report: DoctorReport, repair: bool) -> None
                     f"no recorded digest of {uri}",
                     f"its digest today ({actual[:12]}) is recorded from now on",
                     repair,
+                    True,
                 )
             )
         elif actual != recorded:
