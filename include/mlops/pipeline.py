@@ -404,6 +404,9 @@ def train_local(
     """
     attempt = uuid.uuid4().hex
     tags = {**(tags or {}), ATTEMPT_TAG: attempt}
+    # Each attempt scores its own holdout file: a re-run never rewrites one a registered version points at.
+    holdout = str(training_set["holdout_uri"])
+    training_set = {**training_set, "holdout_uri": f"{holdout.removesuffix('.parquet')}-{attempt[:12]}.parquet"}
     args = train_arguments(model, training_set, run_name=run_name, estimator_params=estimator_params, tags=tags)
     settings = get_settings()
     if timeout_s is None:

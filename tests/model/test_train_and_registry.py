@@ -18,6 +18,7 @@ import pytest
 from mlops import pipeline, registry, train
 from mlops.config import get_config
 from mlops.datagen import GENERATORS
+from mlops.tracking import ensure_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "include" / "models"
@@ -240,11 +241,12 @@ def test_killed_training_is_a_retriable_infrastructure_error_and_its_run_ends_fa
 ) -> None:
     model = "tumor_diagnosis"
     training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(tmp_path / "h.parquet")}
+    ensure_experiment(model)  # the SQLite store is created before the trainer and this test share it
     thread, outcome = _train_in_thread(model, training_set)
     deadline = time.monotonic() + 240
     while not _running_runs(model):  # kill it mid-run, with its MLflow run open (as the OOM killer would)
         assert thread.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.1)
+        time.sleep(0.5)
     (child,) = _children("mlops.train")
     os.kill(child, signal.SIGKILL)
     thread.join(timeout=120)
@@ -308,3 +310,16 @@ def test_training_set_is_written_once_keyed_by_its_content(tmp_path: Path) -> No
     other, other_digest = pipeline._write_training_set(lake, "runs/m/r1", pd.DataFrame({"a": [9]}))
     assert other != key and other_digest != digest  # a cleared task's different set lands beside it
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the registered one is untouched
+
+
+def test_local_training_scores_a_holdout_of_its_own_per_attempt(state_dir: Path, tmp_path: Path) -> None:
+    model = "tumor_diagnosis"
+    base = tmp_path / "holdout.parquet"
+    base.write_bytes(b"the holdout a registered version points at")
+    training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(base)}
+    result = pipeline.train_local(model, training_set, run_name="d/r", tags={"airflow.dag_run_id": "r"})
+    assert result["holdout_uri"] != str(base) and result["holdout_uri"].startswith(str(tmp_path / "holdout-"))
+    assert len(pd.read_parquet(result["holdout_uri"])) == result["rows_holdout"]
+    assert base.read_bytes() == b"the holdout a registered version points at"
+    run = registry.client().get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags[pipeline.ATTEMPT_TAG]
