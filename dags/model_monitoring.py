@@ -15,7 +15,9 @@ Airflow merged without listing them (apache/airflow#56749) are not lost.
 - **emit_drift** emits the `<model>.drift` Asset event (which schedules `<model>__training`) only when
   drift passes the config's threshold; otherwise it is skipped and no event is emitted.
 - **circuit_breaker** rolls `champion` back to the previous champion when a quality guardrail is
-  breached (the same code path as `<model>__rollback`), and is skipped otherwise.
+  breached (the same code path as `<model>__rollback`), only if the newest breached version (by number)
+  is still the champion, checked under the model's alias lock; it is skipped otherwise.
+- **registry_doctor** checks the registry's invariants beside them (see the README's "Registry safety").
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops.dagkit import (
     default_args,
+    doctor_task,
     drift_asset,
     generate_dags,
     intervals_param,
     predictions_asset,
     requested_intervals,
     run_each,
+    run_step,
 )
 
 START = datetime(2026, 1, 1)
@@ -66,7 +70,7 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
             # Drift on the champion's own training days is in the reports but is not news: no event.
             drifted = [r for r in results if r.drift_detected and not r.in_training_window]
             breaches = [b for r in results for b in r.guardrail_breaches]
-            breached_versions = sorted({r.champion_version for r in results if r.guardrail_breaches})
+            breached_versions = monitoring.breached_versions(results)  # by number: "9" before "10"
             return {
                 "intervals": intervals,
                 # A merged run emits one event: it names every drifted interval, the newest as "window".
@@ -87,27 +91,21 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
 
         @task
         def circuit_breaker(monitored: dict[str, Any]) -> dict[str, Any]:
-            from mlops import registry
+            from mlops import monitoring
 
-            breaches = monitored["guardrail_breaches"]
-            if not breaches:
-                raise AirflowSkipException("quality within guardrails: champion kept")
             context = get_current_context()
-            try:
-                change = registry.rollback(
-                    model,
-                    actor="circuit-breaker",
-                    reason=f"quality guardrail breached in {monitored['intervals']}: {'; '.join(breaches)}",
-                    dag_id=context["dag"].dag_id,
-                    dag_run_id=context["run_id"],
-                    only_if_champion=monitored["breached_versions"][-1],
-                )
-            except registry.RollbackError as exc:
-                raise AirflowFailException(f"circuit breaker could not roll back: {exc}") from None
-            if change is None:
-                raise AirflowSkipException("the version that breached is no longer champion: nothing to undo")
-            return {"rolled_back_from": change.from_version, "champion": change.to_version}
+            return run_step(
+                monitoring.circuit_breaker,
+                model,
+                monitored["intervals"],
+                monitored["guardrail_breaches"],
+                monitored["breached_versions"],
+                dag_id=context["dag"].dag_id,
+                dag_run_id=context["run_id"],
+                task_id=context["ti"].task_id,
+            )
 
+        doctor_task(model)
         monitored = monitor()
         emit_drift(monitored)
         circuit_breaker(monitored)

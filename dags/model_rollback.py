@@ -4,6 +4,8 @@
 Trigger from the UI. Points `champion` back at the previous champion (or the version you name) in one
 step and records who and why in the alias history (`<model>__alias_history` in MLflow). The next scoring
 run loads the restored version; nothing is redeployed. The circuit breaker uses the same code path.
+The target is computed once and kept in the move's record: a retry finishes that move, never another.
+`registry_doctor` checks the registry's invariants beside it (see the README's "Registry safety").
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from mlops.dagkit import default_args, generate_dags
+from mlops.dagkit import default_args, doctor_task, generate_dags
 
 START = datetime(2026, 1, 1)
 
@@ -59,12 +61,14 @@ def build_rollback_dag(model: str, owner: str) -> Any:
                     reason=params["reason"],
                     dag_id=context["dag"].dag_id,
                     dag_run_id=context["run_id"],
+                    task_id=context["ti"].task_id,
                 )
             except registry.RollbackError as exc:
                 raise AirflowFailException(str(exc)) from None
             assert change is not None  # only the breaker's conditional rollback returns None
             return {"from": change.from_version, "to": change.to_version, "actor": change.actor}
 
+        doctor_task(model)
         rollback()
 
     return rollback_pipeline()

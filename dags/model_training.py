@@ -21,7 +21,13 @@ monitoring emits a `<model>.drift` Asset event (`AssetOrTimeSchedule`), OR, with
 5. **approval_route** picks **approve_promotion** (a person approves in the Airflow UI; a rejection
    skips promotion) when the config or the run's Params ask for it, else **auto_approve**; then
    **promote** points the `champion` alias at the version.
-   Every alias move is recorded in the `<model>__alias_history` MLflow experiment.
+   Every alias move is recorded in the `<model>__alias_history` MLflow experiment; a retried
+   `register` or `promote` finishes its first attempt's move and writes no second record.
+
+**train** fails with a verdict (no retry) only when the CLI rejects the data (exit 2). A killed
+(SIGKILL, OOM), timed-out (`training.timeout_minutes`) or evicted training is an infrastructure error:
+it is retried, and its MLflow run is ended FAILED or KILLED. **registry_doctor** checks the registry's
+invariants beside the run (see the README's "Registry safety").
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from mlops.config import ModelConfig
 from mlops.dagkit import (
     cron,
     default_args,
+    doctor_task,
     drift_asset,
     generate_dags,
     labels_asset,
@@ -142,6 +149,8 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
             ],
             resources=cfg.training.resources,
             labels={"mlops/model": cfg.name.replace("_", "-")},
+            # The same bound as the local process; a pod past it fails and the task retries it.
+            active_deadline_seconds=cfg.training.timeout_minutes * 60,
         )
         training_set >> pod
         return pod.output
@@ -261,7 +270,15 @@ def build_training_dag(cfg: ModelConfig) -> Any:
             from mlops import pipeline
 
             dag_id, run_id = _run_id()
-            return run_step(pipeline.register, model, trained, training_set, dag_id=dag_id, run_id=run_id)
+            return run_step(
+                pipeline.register,
+                model,
+                trained,
+                training_set,
+                dag_id=dag_id,
+                run_id=run_id,
+                task_id="register",
+            )
 
         @task.branch
         def approval_route() -> str:
@@ -292,8 +309,10 @@ def build_training_dag(cfg: ModelConfig) -> Any:
                 reason=reason,
                 dag_id=dag_id,
                 run_id=run_id,
+                task_id="promote",
             )
 
+        doctor_task(model)
         training_set = build_training_set(plan_training())
         trained = _train_task(cfg, training_set)
         gates = [gate_drift(trained), gate_quality(trained), gate_fairness(trained), gate_champion(trained)]

@@ -518,6 +518,13 @@ class TrainingConfig(_Strict):
         default="0 3 * * 0",
         description="Cron (five fields, UTC, or an Airflow preset like `@weekly`) for scheduled retraining, or null.",
     )
+    timeout_minutes: int = Field(
+        default=240,
+        ge=5,
+        le=2880,
+        description="Longest a training may run (local process group killed, pod deadline); then it is "
+        "ended as an infrastructure failure and retried.",
+    )
 
     @field_validator("schedule")
     @classmethod

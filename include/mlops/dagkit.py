@@ -262,3 +262,27 @@ def run_step(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise AirflowFailException(str(exc)) from None
     except NothingToDo as exc:
         raise AirflowSkipException(str(exc)) from None
+
+
+DOCTOR_TASK = "registry_doctor"
+
+
+def doctor_task(model: str) -> Any:
+    """The registry doctor as a task: repairs what it safely can, fails (no retry) on what a person must fix.
+
+    Wired as a root beside the DAG's own work, never before it: the remedies of what it cannot repair
+    are a rollback or a retrain, which it must not hold back, and alias moves settle records left open
+    by a crashed move themselves, under the model's lock. Its failure marks the run failed.
+    """
+    from airflow.sdk import task
+
+    @task(task_id=DOCTOR_TASK)
+    def registry_doctor() -> dict[str, Any]:
+        from mlops import registry
+
+        report = registry.doctor(model, repair=True)
+        if report.broken:
+            raise AirflowFailException(report.summary())
+        return {"summary": report.summary(), "repaired": [f.line() for f in report.findings], "notes": report.notes}
+
+    return registry_doctor()

@@ -541,3 +541,53 @@ def cooldown_remaining(model: str, cooldown_minutes: float, *, now: datetime | N
         now = now.replace(tzinfo=UTC)
     elapsed = (now - started).total_seconds()
     return max(0.0, cooldown_minutes * 60 - elapsed)
+
+
+# ----------------------------------------------------------------------------------- circuit breaker
+
+
+def breached_versions(results: list[MonitorResult]) -> list[str]:
+    """Versions whose scores breached a quality guardrail, oldest first by number ("9" before "10")."""
+    from mlops.registry import version_number
+
+    return sorted({r.champion_version for r in results if r.guardrail_breaches}, key=version_number)
+
+
+def circuit_breaker(
+    model: str,
+    intervals: list[str],
+    breaches: list[str],
+    versions: list[str],
+    *,
+    dag_id: str = "",
+    dag_run_id: str = "",
+    task_id: str = "circuit_breaker",
+) -> dict[str, Any]:
+    """Roll ``champion`` back when a guardrail was breached, only if the newest breached version still serves.
+
+    The check and the move happen under the model's alias lock (:func:`mlops.registry.rollback` with
+    ``only_if_champion``), so a promotion in between is never undone; a retry converges on the first
+    attempt's target. Raises ``NothingToDo`` when there is nothing to undo.
+    """
+    from mlops import registry
+
+    if not breaches:
+        raise NothingToDo("quality within guardrails: champion kept")
+    from mlops.pipeline import GateFailed
+
+    judged = max(versions, key=registry.version_number)
+    try:
+        change = registry.rollback(
+            model,
+            actor="circuit-breaker",
+            reason=f"quality guardrail breached in {intervals}: {'; '.join(breaches)}",
+            dag_id=dag_id,
+            dag_run_id=dag_run_id,
+            task_id=task_id,
+            only_if_champion=judged,
+        )
+    except registry.RollbackError as exc:
+        raise GateFailed(f"circuit breaker could not roll back v{judged}: {exc}") from None
+    if change is None:
+        raise NothingToDo(f"v{judged} breached but is no longer the champion: nothing to undo")
+    return {"rolled_back_from": change.from_version, "champion": change.to_version}

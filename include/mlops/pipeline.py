@@ -7,6 +7,7 @@ one line a person can act on, or :class:`NothingToDo` when there is no work for 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,13 @@ class GateFailed(RuntimeError):
 
 class NothingToDo(RuntimeError):
     """No input for this interval: the task skips rather than fails."""
+
+
+class InfrastructureError(RuntimeError):
+    """The work did not finish for a reason outside it (killed, out of memory, timed out, evicted).
+
+    Not a verdict on the data or the model: the task fails with this one line and Airflow retries it.
+    """
 
 
 def run_key(run_id: str) -> str:
@@ -302,9 +311,8 @@ def build_training_set(
     frame = features.training_set(cfg, labels)
     if len(frame) != len(labels):
         raise GateFailed(f"training set has {len(frame)} rows for {len(labels)} labels: rows were dropped")
-    key = f"runs/{model}/{run_key(run_id)}/training_set.parquet"
     lake = _lake(settings)
-    _write_parquet(lake, key, frame)
+    key, digest = _write_training_set(lake, f"runs/{model}/{run_key(run_id)}", frame)
     window_days_list = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     missing = int(frame[cfg.feature_columns].isna().all(axis=1).sum())
     log.info(
@@ -317,6 +325,7 @@ def build_training_set(
     )
     return {
         "uri": f"{lake.uri.rstrip('/')}/{key}",
+        "sha256": digest,
         "holdout_uri": f"{lake.uri.rstrip('/')}/runs/{model}/{run_key(run_id)}/holdout.parquet",
         "rows": len(frame),
         "window_start": first.isoformat(),
@@ -324,6 +333,25 @@ def build_training_set(
         "raw_batches": raw_hashes_for_days(cfg, window_days_list, settings),
         "feature_service": cfg.feature_service,
     }
+
+
+def _write_training_set(lake: ObjectStore, prefix: str, frame: pd.DataFrame) -> tuple[str, str]:
+    """Write the set once, keyed by its content: ``<prefix>/training_set-<sha256[:16]>.parquet``.
+
+    A cleared or re-run task that builds a different set writes a new object beside the first and
+    never overwrites the one a registered version (and its monitoring) points at; the same set is not
+    written twice. Returns the key and the full sha256 (recorded in the version's lineage).
+    """
+    import hashlib
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"{prefix}/training_set-{digest[:16]}.parquet"
+    if not lake.put_if_absent(key, data):
+        log.info("training set %s already written (same content): kept", key)
+    return key, digest
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -365,32 +393,124 @@ def train_local(
     run_name: str,
     estimator_params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run the training CLI as a local process (the laptop twin of the training pod)."""
-    args = train_arguments(model, training_set, run_name=run_name, estimator_params=estimator_params, tags=tags or {})
+    """Run the training CLI as a local process (the laptop twin of the training pod).
+
+    Exit 2 is the CLI's verdict on the data (``GateFailed``). A process killed by a signal (the OOM
+    killer's SIGKILL, exit 137), one that outlives ``training.timeout_minutes`` (its whole process group
+    is killed) or one that dies otherwise raises :class:`InfrastructureError`, which Airflow retries; its
+    MLflow run, found by the ``mlops.attempt`` tag set here, is ended FAILED or KILLED.
+    """
+    attempt = uuid.uuid4().hex
+    tags = {**(tags or {}), ATTEMPT_TAG: attempt}
+    # Each attempt scores its own holdout file: a re-run never rewrites one a registered version points at.
+    holdout = str(training_set["holdout_uri"])
+    training_set = {**training_set, "holdout_uri": f"{holdout.removesuffix('.parquet')}-{attempt[:12]}.parquet"}
+    args = train_arguments(model, training_set, run_name=run_name, estimator_params=estimator_params, tags=tags)
     settings = get_settings()
+    if timeout_s is None:
+        timeout_s = get_config(model).config.training.timeout_minutes * 60
     out_dir = settings.state_dir / "work" / model
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{run_key(run_name)}.json"
+    output.unlink(missing_ok=True)  # a result left by an earlier attempt must not pass for this one's
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "include"), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "mlops.train", *args, "--output", str(output)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        check=False,
         cwd=settings.state_dir,
+        start_new_session=True,  # its own process group: a timeout kills the trainer and its workers
     )
-    for line in proc.stderr.splitlines()[-30:]:
+    try:
+        _, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        _, stderr = proc.communicate()
+        _log_tail(stderr)
+        ended = end_attempt_runs(model, attempt, "KILLED")
+        raise InfrastructureError(
+            f"training of {model} timed out after {timeout_s / 60:g} min (training.timeout_minutes): process "
+            f"group killed, MLflow run(s) {ended or 'none yet'} ended KILLED; retrying"
+        ) from None
+    _log_tail(stderr)
+    code = proc.returncode
+    if code == 0 and output.exists():
+        result: dict[str, Any] = json.loads(output.read_text())
+        return result
+    if code == TRAIN_VERDICT_EXIT:
+        reason = (stderr.strip().splitlines() or ["no output"])[-1]
+        end_attempt_runs(model, attempt, "FAILED")
+        raise GateFailed(f"training of {model} failed (exit {code}): {reason}")
+    ended = end_attempt_runs(model, attempt, "FAILED")
+    raise InfrastructureError(
+        f"training of {model} {_death(code)}: infrastructure failure, not a verdict; MLflow run(s) "
+        f"{ended or 'none yet'} ended FAILED; retrying"
+    )
+
+
+ATTEMPT_TAG = "mlops.attempt"
+TRAIN_VERDICT_EXIT = 2  # mlops.train's exit for a ValueError about the data or the config
+
+
+def _death(code: int) -> str:
+    """How a process ended, in words: killed by which signal (137/-9: most often the OOM killer)."""
+    import signal
+
+    number = -code if code < 0 else code - 128 if code > 128 else 0
+    if number:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        hint = " (out of memory? the OOM killer sends SIGKILL)" if number == signal.SIGKILL else ""
+        return f"was killed by {name} (exit {code}){hint}"
+    if code == 0:
+        return "exited 0 without writing its result"
+    return f"crashed (exit {code})"
+
+
+def _kill_group(pid: int) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _log_tail(stderr: str) -> None:
+    for line in stderr.splitlines()[-30:]:
         log.info("train | %s", line)
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GateFailed(f"training of {model} failed (exit {proc.returncode}): {reason}")
-    result: dict[str, Any] = json.loads(output.read_text())
-    return result
+
+
+def end_attempt_runs(model: str, attempt: str, status: str) -> list[str]:
+    """End the MLflow run(s) of one training attempt still RUNNING (its process died); returns their ids."""
+    import mlflow
+
+    from mlops.tracking import client, configure
+
+    try:
+        configure()
+        experiment = mlflow.get_experiment_by_name(model)
+        if experiment is None:
+            return []
+        mlflow_client = client()
+        runs = mlflow_client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{ATTEMPT_TAG}` = '{attempt}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            mlflow_client.set_tag(run.info.run_id, "mlops.ended_by", f"training process ended: {status}")
+            mlflow_client.set_terminated(run.info.run_id, status=status)
+        return [run.info.run_id for run in runs]
+    except Exception as exc:  # the registry doctor ends it later; the training's own error matters more
+        log.warning("could not end the MLflow run of training attempt %s: %s", attempt, exc)
+        return []
 
 
 # ---------------------------------------------------------------------------------------------- gates
@@ -653,6 +773,8 @@ def lineage_tags(
         "lineage.libraries": json.dumps(_library_versions(), sort_keys=True),
         "model_sha256": trained.get("model_sha256", ""),
         "holdout_uri": trained["holdout_uri"],
+        "lineage.training_set_uri": training_set["uri"],
+        "lineage.training_set_sha256": training_set.get("sha256", ""),
         **{f"metric.{k}": f"{v:.6f}" for k, v in trained["metrics"].items()},
     }
 
@@ -665,25 +787,59 @@ def register(
     dag_id: str,
     run_id: str,
     actor: str = "airflow",
+    task_id: str = "register",
 ) -> dict[str, Any]:
-    """Register the gated model with its lineage and point ``challenger`` at it."""
+    """Register the gated model with its lineage and gate verdicts and point ``challenger`` at it."""
     from mlops.pod import pod_image
     from mlops.registry import CHALLENGER, register_version, set_alias
+    from mlops.tracking import client
 
     settings = get_settings()
     loaded = get_config(model)
     image = "local-process" if settings.training_backend == "local" else pod_image(loaded.config.training.resources)
     tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
+    run_tags = client().get_run(trained["run_id"]).data.tags
+    tags.update({k: v for k, v in run_tags.items() if k.startswith("gate.")})  # the doctor checks the champion's
     version = register_version(model, trained["run_id"], tags)
-    set_alias(model, CHALLENGER, version, actor=actor, reason="passed every gate", dag_id=dag_id, dag_run_id=run_id)
+    set_alias(
+        model,
+        CHALLENGER,
+        version,
+        actor=actor,
+        reason="passed every gate",
+        dag_id=dag_id,
+        dag_run_id=run_id,
+        task_id=task_id,
+    )
     return {"version": version, "tags": tags}
 
 
-def promote(model: str, version: str, *, actor: str, reason: str, dag_id: str = "", run_id: str = "") -> dict[str, Any]:
-    """Point ``champion`` at the version (recorded in the alias history)."""
-    from mlops.registry import CHAMPION, set_alias
+def promote(
+    model: str,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    dag_id: str = "",
+    run_id: str = "",
+    task_id: str = "promote",
+) -> dict[str, Any]:
+    """Point ``champion`` at the version (recorded in the alias history; a retry is the same move)."""
+    from mlops.registry import CHAMPION, AliasMoved, set_alias
 
-    change = set_alias(model, CHAMPION, version, actor=actor, reason=reason, dag_id=dag_id, dag_run_id=run_id)
+    try:
+        change = set_alias(
+            model,
+            CHAMPION,
+            version,
+            actor=actor,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=run_id,
+            task_id=task_id,
+        )
+    except AliasMoved as exc:
+        raise GateFailed(f"promotion of {model} v{version} abandoned: {exc}") from None
     return {"model": model, "champion": change.to_version, "previous": change.from_version}
 
 

@@ -68,7 +68,12 @@ def test_score_monitor_drift_breaker_and_rollback(
 
     # Same distribution: monitoring emits no drift event and the breaker stays quiet.
     run = run_dag(f"{MODEL}__monitoring", conf={"intervals": [str(last)]}, full=True)
-    assert _states(run) == {"monitor": "success", "emit_drift": "skipped", "circuit_breaker": "skipped"}
+    assert _states(run) == {
+        "registry_doctor": "success",
+        "monitor": "success",
+        "emit_drift": "skipped",
+        "circuit_breaker": "skipped",
+    }
     assert _asset_events(f"{MODEL}.drift", run.run_id) == []  # no drift, no event
 
     # A drifted batch lands: scored, and monitoring emits the drift event naming the features.

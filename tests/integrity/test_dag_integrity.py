@@ -325,3 +325,14 @@ def test_an_import_path_as_estimator_is_an_import_error_and_other_models_load(
     for message in bag.import_errors.values():
         assert "credit_risk.yaml" in message and "key 'training.estimator.class'" in message
         assert "family" in message
+
+
+@pytest.mark.parametrize("kind", ["training", "monitoring", "rollback"])
+def test_registry_doctor_runs_beside_every_dag_that_moves_an_alias(dagbag: DagBag, kind: str) -> None:
+    """A root and a leaf: it repairs before and beside the moves, never holds back a rollback or a retrain,
+    and its failure marks the run failed."""
+    from mlops.dagkit import DOCTOR_TASK
+
+    doctor = dagbag.dags[f"credit_risk__{kind}"].get_task(DOCTOR_TASK)
+    assert doctor.upstream_task_ids == set() and doctor.downstream_task_ids == set()
+    assert doctor.retries >= 1  # MLflow unreachable is retried; a broken invariant fails at once

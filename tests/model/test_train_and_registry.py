@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import threading
+import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from mlops import registry, scoring, signing, train
+from mlops import pipeline, registry, scoring, signing, train
 from mlops.config import get_config
 from mlops.datagen import GENERATORS
+from mlops.tracking import ensure_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "include" / "models"
@@ -228,3 +235,138 @@ def test_dataset_input_digest_covers_every_row_and_schema_every_column() -> None
     assert first.digest == again.digest != changed.digest
     assert first.schema is not None and first.schema.input_names() == ["a", "b", "t"]
     assert first.profile == {"num_rows": 30_000, "num_elements": 90_000}
+
+
+# ------------------------------------------------------------------- infrastructure failures, write-once
+
+
+def _children(name: str) -> list[int]:
+    """Pids of this process's children whose command line holds ``name``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and name in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _train_in_thread(
+    model: str, training_set: dict[str, str], **kwargs: Any
+) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = pipeline.train_local(model, training_set, run_name="d/r", **kwargs)
+        except BaseException as exc:  # inspected by the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def _running_runs(model: str) -> list[Any]:
+    import mlflow
+
+    registry.client()
+    experiment = mlflow.get_experiment_by_name(model)
+    if experiment is None:
+        return []
+    runs: list[Any] = registry.client().search_runs(
+        [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+    )
+    return runs
+
+
+def test_killed_training_is_a_retriable_infrastructure_error_and_its_run_ends_failed(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    model = "tumor_diagnosis"
+    training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(tmp_path / "h.parquet")}
+    ensure_experiment(model)  # the SQLite store is created before the trainer and this test share it
+    thread, outcome = _train_in_thread(model, training_set)
+    deadline = time.monotonic() + 240
+    while not _running_runs(model):  # kill it mid-run, with its MLflow run open (as the OOM killer would)
+        assert thread.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.5)
+    (child,) = _children("mlops.train")
+    os.kill(child, signal.SIGKILL)
+    thread.join(timeout=120)
+    error = outcome["error"]
+    assert isinstance(error, pipeline.InfrastructureError) and not isinstance(error, pipeline.GateFailed)
+    assert "was killed by SIGKILL (exit -9)" in str(error) and "retrying" in str(error)
+    assert "\n" not in str(error)
+    assert _running_runs(model) == []
+    (run,) = registry.client().search_runs(
+        [registry.client().get_experiment_by_name(model).experiment_id], filter_string="attributes.status = 'FAILED'"
+    )
+    assert run.data.tags[pipeline.ATTEMPT_TAG] and run.data.tags["mlops.ended_by"].endswith("FAILED")
+
+
+def test_training_past_its_timeout_is_killed_with_its_process_group(state_dir: Path, tmp_path: Path) -> None:
+    model = "tumor_diagnosis"
+    training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(tmp_path / "h.parquet")}
+    started = time.monotonic()
+    thread, outcome = _train_in_thread(model, training_set, timeout_s=1.5)
+    while not _children("mlops.train") and thread.is_alive():
+        time.sleep(0.05)
+    children = _children("mlops.train")
+    thread.join(timeout=120)
+    assert time.monotonic() - started < 60  # not the full training
+    error = outcome["error"]
+    assert isinstance(error, pipeline.InfrastructureError)
+    assert f"training of {model} timed out after" in str(error) and "process group killed" in str(error)
+    for pid in children:  # reaped: no process of the group is left
+        assert not Path(f"/proc/{pid}").exists() or "mlops.train" not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert _running_runs(model) == []
+
+
+def test_training_that_rejects_its_data_is_a_verdict(state_dir: Path, tmp_path: Path) -> None:
+    model = "tumor_diagnosis"
+    one_day = {"uri": _training_set(model, tmp_path, days=1), "holdout_uri": str(tmp_path / "h.parquet")}
+    with pytest.raises(pipeline.GateFailed, match=r"exit 2.*time split needs data"):
+        pipeline.train_local(model, one_day, run_name="d/r")
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(-9, "killed by SIGKILL (exit -9) (out of memory?"), (137, "killed by SIGKILL (exit 137)"), (1, "crashed")],
+)
+def test_how_a_training_process_died_is_named(code: int, words: str) -> None:
+    assert words in pipeline._death(code)
+
+
+def test_training_set_is_written_once_keyed_by_its_content(tmp_path: Path) -> None:
+    from mlops.storage import open_store
+
+    lake = open_store(str(tmp_path / "lake"))
+    first = pd.DataFrame({"a": [1, 2, 3]})
+    key, digest = pipeline._write_training_set(lake, "runs/m/r1", first)
+    assert key == f"runs/m/r1/training_set-{digest[:16]}.parquet"
+    path = tmp_path / "lake" / key
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    written = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert pipeline._write_training_set(lake, "runs/m/r1", first) == (key, digest)
+    assert path.stat().st_mtime_ns == written  # the same set is not written again
+    other, other_digest = pipeline._write_training_set(lake, "runs/m/r1", pd.DataFrame({"a": [9]}))
+    assert other != key and other_digest != digest  # a cleared task's different set lands beside it
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the registered one is untouched
+
+
+def test_local_training_scores_a_holdout_of_its_own_per_attempt(state_dir: Path, tmp_path: Path) -> None:
+    model = "tumor_diagnosis"
+    base = tmp_path / "holdout.parquet"
+    base.write_bytes(b"the holdout a registered version points at")
+    training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(base)}
+    result = pipeline.train_local(model, training_set, run_name="d/r", tags={"airflow.dag_run_id": "r"})
+    assert result["holdout_uri"] != str(base) and result["holdout_uri"].startswith(str(tmp_path / "holdout-"))
+    assert len(pd.read_parquet(result["holdout_uri"])) == result["rows_holdout"]
+    assert base.read_bytes() == b"the holdout a registered version points at"
+    run = registry.client().get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags[pipeline.ATTEMPT_TAG]
