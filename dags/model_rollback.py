@@ -49,6 +49,7 @@ def build_rollback_dag(model: str, owner: str) -> Any:
             from airflow.sdk.exceptions import AirflowFailException
 
             from mlops import registry
+            from mlops.pipeline import GateFailed
 
             context = get_current_context()
             params = context["params"]
@@ -63,7 +64,7 @@ def build_rollback_dag(model: str, owner: str) -> Any:
                     dag_run_id=context["run_id"],
                     task_id=context["ti"].task_id,
                 )
-            except registry.RollbackError as exc:
+            except (registry.RollbackError, GateFailed) as exc:  # GateFailed: the target's signature is refused
                 raise AirflowFailException(str(exc)) from None
             assert change is not None  # only the breaker's conditional rollback returns None
             return {"from": change.from_version, "to": change.to_version, "actor": change.actor}
