@@ -56,8 +56,7 @@ def valid_frame(cfg: ModelConfig, n: int = 200, seed: int = 0) -> pd.DataFrame:
         rule = rules.get(column)
         allowed = rule.allowed if rule is not None and rule.allowed else ["a", "b", "c"]
         data[column] = rng.choice(allowed, size=n).astype(object)
-    positive = cfg.label.positive_class
-    data[cfg.label.column] = rng.choice([positive, 0] if isinstance(positive, int) else [positive, "other"], n)
+    data[cfg.label.column] = rng.choice(np.array(cfg.label.allowed_values, dtype=object), n)
     return pd.DataFrame(data)[cfg.all_columns]
 
 
@@ -93,7 +92,9 @@ def test_suite_covers_every_rule(credit: ModelConfig) -> None:
     rules = [e.meta["rule"] for e in suite.expectations]
     for rule in ("schema", "rows", "type", "nulls", "range", "allowed", "unique", "freshness"):
         assert rule in rules
-    assert rules.count("range") == 9 and rules.count("allowed") == 5
+    assert rules.count("range") == 9 and rules.count("allowed") == 6  # 5 categorical columns and the label
+    (label,) = [e for e in suite.expectations if e.meta.get("label")]
+    assert label.column == credit.label.column and list(label.value_set) == [0, 1]
 
 
 def test_missing_column_fails_naming_it_and_extra_columns_are_allowed(credit: ModelConfig, tmp_path: Path) -> None:
