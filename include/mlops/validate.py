@@ -89,12 +89,32 @@ def read_batch(data: bytes, fmt: str, *, name: str, cfg: ModelConfig | None = No
     try:
         if fmt == "csv":
             dtypes = dict.fromkeys(_string_columns(cfg), str) if cfg is not None else None
-            return pd.read_csv(io.BytesIO(data), dtype=dtypes, low_memory=False)
-        return pd.read_parquet(io.BytesIO(data))
+            frame = pd.read_csv(io.BytesIO(data), dtype=dtypes, low_memory=False)
+        else:
+            frame = pd.read_parquet(io.BytesIO(data))
     except pd.errors.EmptyDataError as exc:
         raise BatchReadError(f"{name}: empty file (no header row)") from exc
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt input
         raise BatchReadError(f"{name}: cannot read {fmt}: {_one_line(exc)}") from exc
+    if fmt == "csv":
+        repeated = _repeated_header_names(data)
+        if repeated:  # pandas renames them (age, age.1): which one is right cannot be known
+            raise BatchReadError(f"{name}: duplicate columns in the header: {', '.join(repeated)}")
+    return frame
+
+
+def _repeated_header_names(data: bytes) -> list[str]:
+    """Column names that appear more than once in a CSV header row (pandas would rename them)."""
+    import csv
+
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    try:
+        names = next(csv.reader([first]), [])
+    except csv.Error:
+        return []
+    from collections import Counter
+
+    return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
 def _string_columns(cfg: ModelConfig) -> list[str]:
