@@ -204,7 +204,7 @@ def ingest_interval(cfg: ModelConfig, start: datetime, end: datetime, settings: 
         fmt = key.rsplit(".", 1)[-1]
         name = key.rsplit("/", 1)[-1]
         index_key = f"index/{sha}.json"
-        if raw.exists(index_key):
+        if landed.size and raw.exists(index_key):  # 0 bytes: no data to double, the gate names it empty
             first = json.loads(raw.get(index_key))
             if first["interval"] != interval:
                 duplicates.append(

@@ -276,14 +276,14 @@ def _gate_day(
 
     dq = cfg.data_quality
     oversize = [
-        f"{f.name} is {f.size / 2**20:.1f} MiB, over data_quality.max_file_mb {dq.max_file_mb:g}"
+        f"{f.name} is {f.size / 2**20:.3g} MiB, over data_quality.max_file_mb {dq.max_file_mb:g}"
         for f in files
         if f.size > dq.max_file_mb * 2**20
     ]
     total = sum(f.size for f in files)
     if not oversize and total > dq.max_day_mb * 2**20:
         oversize = [
-            f"the day's {len(files)} file(s) total {total / 2**20:.1f} MiB, over data_quality.max_day_mb "
+            f"the day's {len(files)} file(s) total {total / 2**20:.3g} MiB, over data_quality.max_day_mb "
             f"{dq.max_day_mb:g}"
         ]
     if oversize:
