@@ -619,3 +619,24 @@ def test_typing_of_arbitrary_frames_never_raises_another_exception(frame: pd.Dat
     for before, after in zip(frame[CFG.label.column], label, strict=True):
         if after in (0, 1) and not isinstance(after, bool):
             assert str(before).strip().split(".")[0].lstrip("+") in ("0", "1", "-0"), (before, after)
+
+
+def test_readme_table_is_the_classes_this_suite_tries() -> None:
+    """The README's "Reliability: data inputs" table and counts say what these tests assert."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Reliability: data inputs", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("input", "---"):
+            rows[cells[0]] = (cells[1], cells[2].strip("`"))
+    expected = {name: ("quarantined", case.reason) for name, case in QUARANTINED.items()}
+    expected["same bytes landed under another day"] = ("quarantined", "duplicate batch rejected")
+    expected |= {name: ("published", f"one snapshot of {ROWS} rows") for name in ACCEPTED}
+    expected |= {name: ("ignored, reported", reason) for name, (_, reason) in IGNORED.items()}
+    assert rows == expected
+    counts = re.search(r"\*\*(\d+) classes quarantined, (\d+) published,\s+(\d+) ignored and reported\*\*", section)
+    assert counts is not None
+    assert tuple(int(n) for n in counts.groups()) == (len(QUARANTINED) + 1, len(ACCEPTED), len(IGNORED))
