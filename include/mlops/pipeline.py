@@ -203,6 +203,8 @@ def validate(model: str, interval: str, start: str | datetime, end: str | dateti
     key = snapshots.validated_key(model, interval)
     with snapshots.day_lock(settings, model, interval):
         record = snapshots.current(lake, model, interval)
+        if record is not None and record.snapshot_id == content and record.materialized_at:
+            raise NothingToDo(f"{model} {interval}: snapshot {content} is already published and online: no event")
         if record is not None and record.snapshot_id == content:
             log.info("%s %s: snapshot %s is already published", model, interval, content)
             return {
@@ -372,7 +374,31 @@ def read_validated(model: str, days: list[date], settings: Settings | None = Non
 
 
 def materialize(model: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
-    """Apply the model's Feast objects (idempotent) and materialize exactly [start, end)."""
+    """Apply the model's Feast objects (idempotent) and materialize exactly [start, end).
+
+    A day whose published snapshot is already online skips (``NothingToDo``, so no Asset event): when the
+    landing watcher and the daily DAG both reached this step for one day, only the first one emits.
+    """
+    from mlops import snapshots
+    from mlops.ingest import interval_days
+
+    begin, finish = _parse_dt(start), _parse_dt(end)
+    days = interval_days(begin, finish)
+    if len(days) != 1:
+        return _materialize(model, begin, finish)
+    settings = get_settings()
+    lake = _lake(settings)
+    with snapshots.day_lock(settings, model, days[0]):
+        record = snapshots.current(lake, model, days[0])
+        if record is not None and record.materialized_at:
+            raise NothingToDo(
+                f"{model} {days[0]}: snapshot {record.snapshot_id} is already online since "
+                f"{record.materialized_at}: nothing to do, no event"
+            )
+        return _materialize(model, begin, finish)
+
+
+def _materialize(model: str, start: datetime, end: datetime) -> dict[str, Any]:
     from mlops import features, snapshots
     from mlops.ingest import interval_days
 
@@ -380,10 +406,9 @@ def materialize(model: str, start: str | datetime, end: str | datetime) -> dict[
     applied = features.apply(cfg)
     # By batch date: the interval's batch goes online whole, with its rows stamped up to the GX
     # freshness limit before the interval.
-    begin, finish = _parse_dt(start), _parse_dt(end)
-    rows = features.materialize_interval(cfg, begin, finish)
+    rows = features.materialize_interval(cfg, start, end)
     lake = _lake(get_settings())
-    for day in interval_days(begin, finish):
+    for day in interval_days(start, end):
         snapshots.mark_materialized(lake, model, day)
     log.info("materialized %d rows of %s for [%s, %s)", rows, cfg.feature_view, start, end)
     return {"applied": applied, "rows": rows, "feature_service": cfg.feature_service}

@@ -482,18 +482,25 @@ def test_corrected_reland_replaces_the_days_snapshot_and_keeps_history(state_dir
 def test_same_bytes_relanded_do_nothing_and_emit_nothing(state_dir: Path) -> None:
     lake = open_store(str(state_dir / "lake"))
     data = _csv(_frame(FIRST))
+    start = datetime.combine(FIRST, datetime.min.time(), tzinfo=UTC)
+    end = start + timedelta(days=1)
     _land(state_dir, f"{FIRST}.csv", data)
     _run_day(FIRST)
-    # Published but not materialized yet (a crash in between): the second path finishes the day ...
+    # Published but not online yet (a crash in between, or the other path is behind): the next path
+    # finishes the day without publishing again ...
     again = _run_day(FIRST)
     assert again["published"] is False and again["rows"] == ROWS
-    snapshots.mark_materialized(lake, MODEL, FIRST)
-    _land(state_dir, f"{FIRST}.csv", data)  # ... and once it is online, the same bytes re-landed are nothing
+    assert pipeline.materialize(MODEL, start, end)["rows"] == ROWS
+    # ... and once it is online, whoever comes second skips at every step (a skipped task emits no event).
+    with pytest.raises(pipeline.NothingToDo, match="already online"):
+        pipeline.materialize(MODEL, start, end)
+    with pytest.raises(pipeline.NothingToDo, match="already published and online"):
+        pipeline.validate(MODEL, FIRST.isoformat(), start, end)
+    _land(state_dir, f"{FIRST}.csv", data)  # the same bytes re-landed: nothing to do
     with pytest.raises(pipeline.NothingToDo, match="no new batch"):
         pipeline.pending_landed_days(MODEL)
-    start = datetime.combine(FIRST, datetime.min.time(), tzinfo=UTC)
     with pytest.raises(pipeline.NothingToDo, match="already published"):
-        pipeline.ingest(MODEL, start, start + timedelta(days=1))
+        pipeline.ingest(MODEL, start, end)
     assert len(snapshots.history(lake, MODEL, FIRST)) == 1
 
 
