@@ -184,3 +184,30 @@ def test_offline_store_reads_an_s3_lake_through_a_mirror_of_exactly_its_partitio
     GENERATORS["credit_risk"](DAY.date(), rows_per_batch=70).to_parquet(buffer)
     s3.put_object(Bucket="lake", Key="prod/validated/credit_risk/date=2026-03-01/data.parquet", Body=buffer.getvalue())
     assert len(labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))) == 70
+
+
+def test_s3_landing_scan_and_copy_into_a_local_lake(
+    state_dir: Path, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are streamed from S3 into the local raw store; nested keys and other names are reported."""
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="landing")
+    body = b"x,y\n1,2\n"
+    s3.put_object(Bucket="landing", Key="in/credit_risk/2026-03-01.csv", Body=body)
+    s3.put_object(Bucket="landing", Key="in/credit_risk/old/2026-03-02.csv", Body=b"nested\n")
+    s3.put_object(Bucket="landing", Key="in/credit_risk/.2026-03-03.csv", Body=b"hidden\n")
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://landing/in")
+    from mlops.ingest import landing_store, scan_landing
+
+    scan = scan_landing(CFG, landing_store(CFG, get_settings()))
+    assert [(f.key, f.size) for files in scan.batches.values() for f in files] == [("2026-03-01.csv", len(body))]
+    assert [line.split(":")[0] for line in scan.ignored] == [
+        "ignored landing entry '.2026-03-03.csv'",
+        "ignored landing entry 'old'",
+    ]
+    result = ingest_interval(CFG, DAY, NEXT)
+    sha = result.files[0].sha256
+    assert sha == hashlib.sha256(body).hexdigest()
+    raw = state_dir / "lake" / "raw" / "credit_risk" / "objects" / sha[:2] / f"{sha}.csv"
+    assert raw.read_bytes() == body
+    assert not list((state_dir / "lake" / "raw" / "credit_risk" / ".staging").iterdir())
