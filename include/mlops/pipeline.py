@@ -319,8 +319,55 @@ def _gate_day(
     )
     if not outcome.success:
         raise fail(outcome.summary_line(), outcome.result, outcome.report_html)
+    repeats = _repeats_of_other_days(cfg, lake, interval, day)
+    if repeats:
+        line = f"GX gate failed for {model} batch {batch_id}: " + "; ".join(repeats)
+        raise fail(line, {"error": "; ".join(repeats)})
     log.info("validated %s %s (%d file(s)): %d rows, %s", model, interval, len(files), len(day), outcome.statistics)
     return _GatedDay(day, [str(outcome.report_html)])
+
+
+def _repeats_of_other_days(cfg: ModelConfig, lake: ObjectStore, interval: str, frame: pd.DataFrame) -> list[str]:
+    """Rows whose (entity, timestamp) is already in another published day: they would count twice in a
+    training window. Only days whose freshness windows can overlap this one's are read (two columns)."""
+    import pandas as pd
+
+    from mlops import snapshots
+
+    try:
+        day = date.fromisoformat(interval)
+    except ValueError:
+        return []
+    key = [cfg.entity.join_key, cfg.timestamp_column]
+    reach = math.ceil(cfg.data_quality.freshness_max_age_hours / 24) + 1
+    mine = frame[key].assign(**{cfg.timestamp_column: pd.to_datetime(frame[cfg.timestamp_column], utc=True)})
+    mine[cfg.timestamp_column] = mine[cfg.timestamp_column].dt.as_unit("us")
+    found = []
+    for offset in [*range(-reach, 0), *range(1, reach + 1)]:
+        other = day + timedelta(days=offset)
+        stored = snapshots.validated_key(cfg.name, other)
+        if not lake.exists(stored):
+            continue
+        theirs = _read_parquet_columns(lake, stored, key)
+        theirs[cfg.timestamp_column] = pd.to_datetime(theirs[cfg.timestamp_column], utc=True).dt.as_unit("us")
+        try:
+            both = mine.merge(theirs.drop_duplicates(), on=key, how="inner")
+        except (TypeError, ValueError):  # key types differ: nothing can be equal
+            continue
+        if len(both):
+            sample = ", ".join(f"({k}, {t.isoformat()})" for k, t in both.head(3).itertuples(index=False))
+            found.append(
+                f"{cfg.entity.join_key}+{cfg.timestamp_column}: {len(both)} rows repeat the published day "
+                f"{other} (e.g. {sample})"
+            )
+    return found
+
+
+def _read_parquet_columns(store: ObjectStore, key: str, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    local = store.local_path(key)
+    return pd.read_parquet(local if local is not None else io.BytesIO(store.get(key)), columns=columns)
 
 
 def _escape(text: str) -> str:

@@ -202,7 +202,15 @@ ACCEPTED: dict[str, Case] = {
 
 CASES = {**QUARANTINED, **ACCEPTED}
 DAYS = {name: FIRST + timedelta(days=i) for i, name in enumerate(CASES)}
-DUPLICATE_DAY = FIRST + timedelta(days=len(CASES))  # the good csv's bytes landed again for a later day
+REPEAT_DAY = FIRST + timedelta(days=len(CASES))  # the day after "good parquet", repeating 3 of its rows
+DUPLICATE_DAY = REPEAT_DAY + timedelta(days=1)  # the good csv's bytes landed again for a later day
+
+
+def _repeats_of_the_day_before(day: date) -> bytes:
+    frame = _frame(day)
+    frame.iloc[:3] = _frame(day - timedelta(days=1)).iloc[:3].to_numpy()
+    return _csv(frame)
+
 
 # Landing entries that are not batches: name -> (how to make it, reason substring).
 IGNORED: dict[str, tuple[str, str]] = {
@@ -329,6 +337,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Landing]:
             day = DAYS[name]
             for suffix, make in case.files.items():
                 content[f"{day.isoformat()}{suffix}"] = make(day)
+        content[f"{REPEAT_DAY}.csv"] = _repeats_of_the_day_before(REPEAT_DAY)
         content[f"{DUPLICATE_DAY}.csv"] = content[f"{DAYS['good csv']}.csv"]
         for name, data in content.items():
             (landing / name).write_bytes(data)
@@ -401,6 +410,15 @@ def test_mixed_timestamps_are_read_as_utc(landed: Landing) -> None:
     assert stamps == [base + pd.Timedelta(hours=10), base + pd.Timedelta(hours=8), base + pd.Timedelta(hours=9)]
 
 
+def test_rows_repeating_a_published_day_are_quarantined_not_doubled(landed: Landing) -> None:
+    assert REPEAT_DAY - timedelta(days=1) == DAYS["good parquet"] and DAYS["good parquet"] in landed.published
+    outcome, line = landed.outcomes[REPEAT_DAY]
+    assert outcome == "quarantined" and "\n" not in line, line
+    assert f"customer_id+event_timestamp: 3 rows repeat the published day {DAYS['good parquet']}" in line, line
+    assert REPEAT_DAY not in landed.published
+    assert _kept_raw(landed.state, landed.content[f"{REPEAT_DAY}.csv"])
+
+
 def test_same_bytes_under_another_day_is_quarantined_not_doubled(landed: Landing) -> None:
     outcome, line = landed.outcomes[DUPLICATE_DAY]
     assert outcome == "quarantined" and "duplicate batch rejected" in line and "\n" not in line
@@ -422,7 +440,7 @@ def test_landing_entry_that_is_not_a_batch_is_reported_and_never_read(name: str,
 
 def test_every_day_settled_once_and_good_days_proceeded(landed: Landing) -> None:
     quarantined = {d for d, (o, _) in landed.outcomes.items() if o == "quarantined"}
-    assert len(quarantined) == len(QUARANTINED) + 1  # every bad class, and the duplicate day
+    assert len(quarantined) == len(QUARANTINED) + 2  # every bad class, the repeated rows and the duplicate day
     assert set(landed.published) == {DAYS[name] for name in ACCEPTED}
     assert all(_no_repeated_keys(frame) for frame in landed.published.values())
     assert "'_READY'" not in " ".join(landed.ignored_lines)
@@ -640,10 +658,11 @@ def test_readme_table_is_the_classes_this_suite_tries() -> None:
         if line.startswith("| ") and len(cells) == 3 and cells[0] not in ("input", "---"):
             rows[cells[0]] = (cells[1], cells[2].strip("`"))
     expected = {name: ("quarantined", case.reason) for name, case in QUARANTINED.items()}
+    expected["rows repeating another published day"] = ("quarantined", "rows repeat the published day")
     expected["same bytes landed under another day"] = ("quarantined", "duplicate batch rejected")
     expected |= {name: ("published", f"one snapshot of {ROWS} rows") for name in ACCEPTED}
     expected |= {name: ("ignored, reported", reason) for name, (_, reason) in IGNORED.items()}
     assert rows == expected
     counts = re.search(r"\*\*(\d+) classes quarantined, (\d+) published,\s+(\d+) ignored and reported\*\*", section)
     assert counts is not None
-    assert tuple(int(n) for n in counts.groups()) == (len(QUARANTINED) + 1, len(ACCEPTED), len(IGNORED))
+    assert tuple(int(n) for n in counts.groups()) == (len(QUARANTINED) + 2, len(ACCEPTED), len(IGNORED))
