@@ -3,15 +3,18 @@
 
 One DAG per model config in `include/models/`. For each daily data interval:
 
-1. **ingest**: batch files named `YYYY-MM-DD*.csv|parquet` in the landing location are copied into the
-   immutable, content-addressed raw store. Re-running an interval changes nothing; the same file landed
-   for another day is rejected as a duplicate.
-2. **validate**: the Great Expectations gate. A bad batch is quarantined with its GX result and report
-   and the task fails with one line naming the failed expectations; nothing downstream runs.
+1. **ingest**: batch files named `YYYY-MM-DD*.csv|parquet` at the top of the landing location are copied
+   into the immutable, content-addressed raw store. Re-running an interval changes nothing; the same file
+   landed for another day is rejected as a duplicate.
+2. **validate**: the Great Expectations gate over ALL of the day's files together. The day passes as one
+   snapshot (`validated/<model>/date=<day>/data.parquet`, replaced atomically) or is quarantined whole
+   with its GX result and report, and the task fails with one line naming the failed expectations.
 3. **materialize**: Feast `apply` (idempotent) and materialization of exactly this interval into the
    online store. Emits the `<model>.features` Asset event.
 
-No landed file for the interval → the run is skipped, not failed.
+No landed file for the interval, or a day whose landed content is already published and materialized
+(the `<model>__landing` watcher got there first, or a rerun) → the run is skipped, not failed, and emits
+no Asset event. Runs for one model and day are serialised by a lock.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def build_data_dag(model: str, owner: str, schedule: str, description: str) -> A
             outlet_events[features_asset(model)].extra = {
                 "interval": validated["interval"],
                 "rows": validated["rows"],
+                "snapshot": validated["snapshot"],
             }
             return result
 

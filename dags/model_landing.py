@@ -12,15 +12,19 @@ location; an AssetWatcher in Airflow's triggerer emits a `<model>.landed` Asset 
 
 Airflow may merge a burst of events into one run, so the run works out the pending days itself:
 
-1. **find_new_batches**: days whose landed content is not in the raw store yet (skipped when none).
+1. **find_new_batches**: days whose landed content is neither published nor quarantined yet (skipped when
+   none). Only `YYYY-MM-DD*.csv|parquet` files at the top of the landing folder are batches; anything
+   else (folders, hidden files, links, ...) is logged with a reason and never blocks the other days.
 2. **process**: for each such day, oldest first, the data DAG's steps: ingest into the content-addressed
-   raw store, the Great Expectations gate, Feast materialization. A bad batch is quarantined and the
-   other days still go through. Emits `<model>.features` (scoring) and `<model>.labels` (retraining,
-   when the config's `retraining.on_new_labels` is on) for the days that passed.
+   raw store, the Great Expectations gate over the day's files as one snapshot, Feast materialization.
+   A bad day is quarantined and the other days still go through. Emits `<model>.features` (scoring) and
+   `<model>.labels` (retraining, when the config's `retraining.on_new_labels` is on) for the days that
+   passed.
 3. **verdict**: fails the run with one line per quarantined batch; nothing is deleted. When every batch
    is quarantined, **process** fails instead and no Asset event is emitted.
 
-The daily `<model>__data` DAG keeps running on its schedule; both paths are idempotent per day.
+The daily `<model>__data` DAG keeps running on its schedule: a day is processed by whichever path comes
+first (a per-day lock serialises them) and the other one skips without emitting an Asset event.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def build_landing_dag(cfg: ModelConfig) -> Any:
                 raise AirflowFailException(
                     f"{len(result['quarantined'])} landed batch(es) quarantined: " + " | ".join(result["quarantined"])
                 )
-            return {"processed": result["intervals"], "rows": result["rows"]}
+            return {"processed": result["intervals"], "rows": result["rows"], "ignored": result["ignored"]}
 
         verdict(process(find_new_batches()))
 

@@ -1,7 +1,8 @@
 """Feast feature store for every model config: definitions, materialization, point-in-time training sets.
 
-Validated batches live at ``<lake>/validated/<model>/date=YYYY-MM-DD/<sha>.parquet``; one Feast
-``FileSource`` per model reads that folder in place through the DuckDB offline store. Everything is
+Each validated day is one published snapshot at ``<lake>/validated/<model>/date=YYYY-MM-DD/data.parquet``
+(see :mod:`mlops.snapshots`); one Feast ``FileSource`` per model reads exactly those files in place
+through the DuckDB offline store, so nothing else in a partition (a stray or temp file) is ever read. Everything is
 keyed on a :class:`~mlops.config.ModelConfig`, so a new model YAML needs no Feast code.
 
 Training sets never trust Feast's row order or de-duplication: each label row gets a row id before the
@@ -340,12 +341,14 @@ def validated_root(settings: Settings | None = None) -> str:
 
 
 def sync_validated(cfg: ModelConfig, settings: Settings | None = None) -> int:
-    """Mirror the model's validated partitions of an ``s3://`` lake locally; returns the files fetched.
+    """Mirror the model's published snapshots of an ``s3://`` lake locally; returns the files fetched.
 
-    Partition files are write-once (named by content hash), so a mirrored file is never fetched again;
-    a file no longer in the lake leaves the mirror, so the offline store reads exactly what the lake
-    holds. Nothing to do for a local lake.
+    A day's snapshot is replaced when a corrected file lands, so each mirrored file keeps the lake
+    object's version (ETag) beside it and is fetched again when that changes; a day no longer in the
+    lake leaves the mirror, so the offline store reads exactly what the lake holds. Each file is swapped
+    in by an atomic rename from a staging folder outside the partitions. Nothing to do for a local lake.
     """
+    from mlops.snapshots import SNAPSHOT_FILE
     from mlops.storage import open_store
 
     settings = settings or get_settings()
@@ -353,25 +356,31 @@ def sync_validated(cfg: ModelConfig, settings: Settings | None = None) -> int:
         return 0
     lake = open_store(settings.lake_uri)
     mirror = Path(validated_root(settings)).parent
+    staging = mirror / ".staging"
     wanted: set[Path] = set()
     fetched = 0
     for key in lake.list(f"validated/{cfg.name}/"):
-        if not key.endswith(".parquet"):
+        parts = key.split("/")
+        if len(parts) != 4 or not parts[2].startswith("date=") or parts[3] != SNAPSHOT_FILE:
             continue
         target = mirror / key
         wanted.add(target)
-        if target.exists():
+        marker = target.with_name(f".{SNAPSHOT_FILE}.version")
+        version = lake.version(key)
+        if target.exists() and marker.exists() and marker.read_text() == version:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")
+        staging.mkdir(parents=True, exist_ok=True)
+        partial = staging / f"{cfg.name}-{parts[2]}-{os.getpid()}.part"
         partial.write_bytes(lake.get(key))
         partial.replace(target)
+        marker.write_text(version)
         fetched += 1
-    for stale in (mirror / "validated" / cfg.name).glob("date=*/*.parquet"):
-        if stale not in wanted:
+    for stale in (mirror / "validated" / cfg.name).glob("date=*/*"):
+        if stale not in wanted and not stale.name.startswith("."):
             stale.unlink()
     if fetched:
-        _log.info("mirrored %d validated partition file(s) of %s from %s", fetched, cfg.name, settings.lake_uri)
+        _log.info("mirrored %d validated snapshot(s) of %s from %s", fetched, cfg.name, settings.lake_uri)
     return fetched
 
 
@@ -380,8 +389,10 @@ def _model_root(cfg: ModelConfig, root: str) -> str:
 
 
 def _source_glob(cfg: ModelConfig, root: str) -> str:
-    """DuckDB's read_parquet needs a glob, not a folder: one level of ``date=`` partitions."""
-    return f"{_model_root(cfg, root)}/date=*/*.parquet"
+    """DuckDB's read_parquet needs a glob, not a folder: each ``date=`` partition's one snapshot file."""
+    from mlops.snapshots import SNAPSHOT_FILE
+
+    return f"{_model_root(cfg, root)}/date=*/{SNAPSHOT_FILE}"
 
 
 # --------------------------------------------------------------------------------------------------

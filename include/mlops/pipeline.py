@@ -79,16 +79,41 @@ def _parse_dt(value: str | datetime) -> datetime:
 
 
 def ingest(model: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
-    """Copy the interval's landed files into the raw store (content-addressed, idempotent)."""
-    from mlops.ingest import DuplicateBatchError, ingest_interval
+    """Copy the interval's landed files into the raw store (content-addressed, idempotent).
 
+    Skips (``NothingToDo``) when the interval's landed content is already published and materialized:
+    whichever path came first did the work and emitted the events; this one emits none.
+    """
+    from mlops import snapshots
+    from mlops.ingest import DuplicateBatchError, find_landed, ingest_interval, interval_key, landing_store
+
+    settings = get_settings()
     cfg = get_config(model).config
-    try:
-        result = ingest_interval(cfg, _parse_dt(start), _parse_dt(end))
-    except DuplicateBatchError as exc:
-        raise GateFailed(str(exc)) from exc
+    lake = _lake(settings)
+    begin, finish = _parse_dt(start), _parse_dt(end)
+    interval = interval_key(begin, finish)
+    with snapshots.day_lock(settings, model, interval):
+        try:
+            result = ingest_interval(cfg, begin, finish, settings)
+        except DuplicateBatchError as exc:
+            landing = landing_store(cfg, settings)
+            content = snapshots.content_id([landing.sha256(k) for k in find_landed(cfg, landing, begin, finish)])
+            prefix = snapshots.quarantine_prefix(model, interval, content)
+            _quarantine(lake, prefix, [], {"error": str(exc)}, [], str(exc))
+            raise GateFailed(str(exc)) from exc
     if not result.files:
         raise NothingToDo(f"no batch landed for {model} in [{start}, {end})")
+    hashes = [f.sha256 for f in result.files]
+    content = snapshots.content_id(hashes)
+    record = snapshots.current(lake, model, interval)
+    if record is not None and record.snapshot_id == content and record.materialized_at:
+        raise NothingToDo(
+            f"{model} {interval}: the landed content is already published (snapshot {content}) and "
+            "materialized: nothing to do, no event"
+        )
+    reason = snapshots.quarantined_reason(lake, model, interval, content)
+    if reason is not None:
+        raise GateFailed(f"{model} {interval} is quarantined for this content (land a corrected file): {reason}")
     log.info(
         "ingested %d file(s) for %s %s (%d new objects)",
         len(result.files),
@@ -99,13 +124,14 @@ def ingest(model: str, start: str | datetime, end: str | datetime) -> dict[str, 
     return {
         "interval": result.interval,
         "files": [f.name for f in result.files],
-        "hashes": [f.sha256 for f in result.files],
+        "hashes": hashes,
+        "snapshot": content,
         "new_objects": result.new_objects,
     }
 
 
 def pending_landed_days(model: str) -> list[str]:
-    """Days with a newly landed batch (content not in the raw store yet), for the landing watcher."""
+    """Days whose landed content is neither published nor quarantined yet, for the landing watcher."""
     from mlops.ingest import pending_days
 
     cfg = get_config(model).config
@@ -122,15 +148,25 @@ def process_landed_day(model: str, day: str) -> dict[str, Any]:
     ingested = ingest(model, start, end)
     validated = validate(model, ingested["interval"], start, end)
     materialized = materialize(model, start, end)
-    return {"interval": ingested["interval"], "rows": validated["rows"], "materialized": materialized["rows"]}
+    return {
+        "interval": ingested["interval"],
+        "rows": validated["rows"],
+        "snapshot": validated["snapshot"],
+        "materialized": materialized["rows"],
+    }
 
 
 def process_landed(model: str, days: list[str]) -> dict[str, Any]:
-    """Every pending day in order; a bad batch is quarantined and the others still go through.
+    """Every pending day in order; a bad day is quarantined and the others still go through.
 
-    Returns the processed days and one line per quarantined batch; raises ``NothingToDo`` when no day had
-    anything left to do (a rerun after every day went through).
+    Returns the processed days, one line per quarantined day and one per landing entry that is not a
+    batch (a folder, a hidden file, a link, ...); raises ``NothingToDo`` when no day had anything left
+    to do (a rerun after every day went through, or the daily DAG got there first).
     """
+    from mlops.ingest import landing_store, scan_landing
+
+    cfg = get_config(model).config
+    ignored = scan_landing(cfg, landing_store(cfg, get_settings())).ignored
     processed: list[dict[str, Any]] = []
     quarantined: list[str] = []
     for day in days:
@@ -147,6 +183,7 @@ def process_landed(model: str, days: list[str]) -> dict[str, Any]:
         "rows": sum(int(p["rows"]) for p in processed),
         "processed": processed,
         "quarantined": quarantined,
+        "ignored": ignored,
     }
 
 
@@ -154,66 +191,192 @@ def process_landed(model: str, days: list[str]) -> dict[str, Any]:
 
 
 def validate(model: str, interval: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
-    """GX gate for every raw file of the interval: pass → validated partition; fail → quarantine."""
+    """GX gate for the interval's landed files TOGETHER: pass → one published snapshot; fail → quarantine.
+
+    All or nothing: every file of the day is read, checked and published as one snapshot (so key and
+    timestamp must be unique across files), or the whole day is quarantined and the previously
+    published snapshot, if any, stays what readers see. Size limits are checked from the store's sizes
+    before any byte is parsed.
+    """
+    from mlops import snapshots
     from mlops.ingest import raw_store, read_manifest
-    from mlops.validate import BatchReadError, coerce_types, read_batch, validate_batch
 
     settings = get_settings()
     cfg = get_config(model).config
     files = read_manifest(cfg, interval, settings)
     if not files:
         raise NothingToDo(f"no ingested batch for {model} {interval}")
-    raw, lake = raw_store(cfg, settings), _lake(settings)
-    gx_root = settings.state_dir / "gx"
-    reports: list[str] = []
-    failures: list[str] = []
-    validated: list[str] = []
-    rows = 0
-    for raw_file in files:
-        batch_id = f"{interval}-{raw_file.sha256[:8]}"
-        report = settings.reports_dir / model / "data_quality" / f"{batch_id}.html"
-        quarantine = f"quarantine/{model}/{interval}/{raw_file.sha256[:16]}"
-        data = raw.get(raw_file.raw_key)
-        try:
-            df = coerce_types(read_batch(data, raw_file.fmt, name=raw_file.name, cfg=cfg), cfg)
-        except BatchReadError as exc:
-            line = f"GX gate failed for {model} batch {raw_file.name}: unreadable: {exc}"
+    lake = _lake(settings)
+    hashes = [f.sha256 for f in files]
+    content = snapshots.content_id(hashes)
+    key = snapshots.validated_key(model, interval)
+    with snapshots.day_lock(settings, model, interval):
+        record = snapshots.current(lake, model, interval)
+        if record is not None and record.snapshot_id == content and record.materialized_at:
+            raise NothingToDo(f"{model} {interval}: snapshot {content} is already published and online: no event")
+        if record is not None and record.snapshot_id == content:
+            log.info("%s %s: snapshot %s is already published", model, interval, content)
+            return {
+                "interval": interval,
+                "rows": record.rows,
+                "validated": [key],
+                "reports": [],
+                "snapshot": content,
+                "published": False,
+            }
+        gated = _gate_day(cfg, interval, content, files, raw_store(cfg, settings), lake, settings, start, end)
+        buffer = io.BytesIO()
+        gated.frame[cfg.all_columns].to_parquet(buffer, index=False)
+        published = snapshots.publish(
+            lake,
+            model,
+            interval,
+            buffer.getvalue(),
+            hashes,
+            files=[{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
+            rows=len(gated.frame),
+        )
+    log.info("published %s %s snapshot %s: %d rows, %d file(s)", model, interval, content, published.rows, len(files))
+    return {
+        "interval": interval,
+        "rows": published.rows,
+        "validated": [key],
+        "reports": gated.reports,
+        "snapshot": content,
+        "replaced": published.replaced,
+        "published": True,
+    }
+
+
+class _GatedDay:
+    def __init__(self, frame: pd.DataFrame, reports: list[str]) -> None:
+        self.frame = frame
+        self.reports = reports
+
+
+def _gate_day(
+    cfg: ModelConfig,
+    interval: str,
+    content: str,
+    files: list[Any],
+    raw: ObjectStore,
+    lake: ObjectStore,
+    settings: Settings,
+    start: str | datetime,
+    end: str | datetime,
+) -> _GatedDay:
+    """Size limits, reading, typing and the GX suite over the whole day; quarantine and raise on failure."""
+    import pandas as pd
+
+    from mlops import snapshots
+    from mlops.validate import BatchReadError, coerce_types, read_batch, validate_batch
+
+    model = cfg.name
+    batch_id = f"{interval}-{content[:8]}"
+    report = settings.reports_dir / model / "data_quality" / f"{batch_id}.html"
+    prefix = snapshots.quarantine_prefix(model, interval, content)
+    batches = [(raw, f.raw_key, f.name) for f in files]
+
+    def fail(line: str, result: dict[str, Any], report_path: Path | None = None) -> GateFailed:
+        if report_path is None:
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(f"<html><body><h1>FAIL</h1><p>{_escape(line)}</p></body></html>")
-            _quarantine(lake, quarantine, (raw_file.name, data), {"error": str(exc)}, report, line)
-            failures.append(line)
-            reports.append(str(report))
+            report_path = report
+        _quarantine(lake, prefix, batches, result, [report_path], line)
+        return GateFailed(f"{line} (quarantined under {settings.lake_uri}/{prefix}/)")
+
+    dq = cfg.data_quality
+    oversize = [
+        f"{f.name} is {f.size / 2**20:.3g} MiB, over data_quality.max_file_mb {dq.max_file_mb:g}"
+        for f in files
+        if f.size > dq.max_file_mb * 2**20
+    ]
+    total = sum(f.size for f in files)
+    if not oversize and total > dq.max_day_mb * 2**20:
+        oversize = [
+            f"the day's {len(files)} file(s) total {total / 2**20:.3g} MiB, over data_quality.max_day_mb "
+            f"{dq.max_day_mb:g}"
+        ]
+    if oversize:
+        line = f"GX gate failed for {model} batch {batch_id}: too large, not read: " + "; ".join(oversize)
+        raise fail(line, {"error": "size limit", "sizes": {f.name: f.size for f in files}})
+
+    frames: list[pd.DataFrame] = []
+    problems: list[str] = []
+    for f in files:
+        try:
+            frame = coerce_types(read_batch(raw.get(f.raw_key), f.fmt, name=f.name, cfg=cfg), cfg)
+        except BatchReadError as exc:
+            problems.append(f"unreadable: {exc}")
             continue
-        outcome = validate_batch(
-            df,
-            cfg,
-            batch_id=batch_id,
-            interval_start=_parse_dt(start),
-            interval_end=_parse_dt(end),
-            gx_root=gx_root,
-            report_path=report,
-        )
-        reports.append(str(outcome.report_html))
-        if not outcome.success:
-            _quarantine(
-                lake,
-                quarantine,
-                (raw_file.name, data),
-                outcome.result,
-                outcome.report_html,
-                outcome.summary_line(),
+        missing = [c for c in cfg.all_columns if c not in frame.columns]
+        if missing and len(files) > 1:  # one file alone: the GX schema rule names them
+            problems.append(f"{f.name}: missing columns {', '.join(missing)}")
+        frames.append(frame)
+    if problems:
+        line = f"GX gate failed for {model} batch {batch_id}: " + "; ".join(problems)
+        raise fail(line, {"error": "; ".join(problems)})
+    day = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    outcome = validate_batch(
+        day,
+        cfg,
+        batch_id=batch_id,
+        interval_start=_parse_dt(start),
+        interval_end=_parse_dt(end),
+        gx_root=settings.state_dir / "gx",
+        report_path=report,
+    )
+    if not outcome.success:
+        raise fail(outcome.summary_line(), outcome.result, outcome.report_html)
+    repeats = _repeats_of_other_days(cfg, lake, interval, day)
+    if repeats:
+        line = f"GX gate failed for {model} batch {batch_id}: " + "; ".join(repeats)
+        raise fail(line, {"error": "; ".join(repeats)})
+    log.info("validated %s %s (%d file(s)): %d rows, %s", model, interval, len(files), len(day), outcome.statistics)
+    return _GatedDay(day, [str(outcome.report_html)])
+
+
+def _repeats_of_other_days(cfg: ModelConfig, lake: ObjectStore, interval: str, frame: pd.DataFrame) -> list[str]:
+    """Rows whose (entity, timestamp) is already in another published day: they would count twice in a
+    training window. Only days whose freshness windows can overlap this one's are read (two columns)."""
+    import pandas as pd
+
+    from mlops import snapshots
+
+    try:
+        day = date.fromisoformat(interval)
+    except ValueError:
+        return []
+    key = [cfg.entity.join_key, cfg.timestamp_column]
+    reach = math.ceil(cfg.data_quality.freshness_max_age_hours / 24) + 1
+    mine = frame[key].assign(**{cfg.timestamp_column: pd.to_datetime(frame[cfg.timestamp_column], utc=True)})
+    mine[cfg.timestamp_column] = mine[cfg.timestamp_column].dt.as_unit("us")
+    found = []
+    for offset in [*range(-reach, 0), *range(1, reach + 1)]:
+        other = day + timedelta(days=offset)
+        stored = snapshots.validated_key(cfg.name, other)
+        if not lake.exists(stored):
+            continue
+        theirs = _read_parquet_columns(lake, stored, key)
+        theirs[cfg.timestamp_column] = pd.to_datetime(theirs[cfg.timestamp_column], utc=True).dt.as_unit("us")
+        try:
+            both = mine.merge(theirs.drop_duplicates(), on=key, how="inner")
+        except (TypeError, ValueError):  # key types differ: nothing can be equal
+            continue
+        if len(both):
+            sample = ", ".join(f"({k}, {t.isoformat()})" for k, t in both.head(3).itertuples(index=False))
+            found.append(
+                f"{cfg.entity.join_key}+{cfg.timestamp_column}: {len(both)} rows repeat the published day "
+                f"{other} (e.g. {sample})"
             )
-            failures.append(outcome.summary_line())
-            continue
-        key = f"validated/{model}/date={interval}/{raw_file.sha256[:16]}.parquet"
-        if not lake.exists(key):
-            _write_parquet(lake, key, df[cfg.all_columns])
-        validated.append(key)
-        rows += len(df)
-        log.info("validated %s: %d rows, %s", raw_file.name, len(df), outcome.statistics)
-    if failures:
-        raise GateFailed(" | ".join(failures) + f" (quarantined under {settings.lake_uri}/quarantine/{model}/)")
-    return {"interval": interval, "rows": rows, "validated": validated, "reports": reports}
+    return found
+
+
+def _read_parquet_columns(store: ObjectStore, key: str, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    local = store.local_path(key)
+    return pd.read_parquet(local if local is not None else io.BytesIO(store.get(key)), columns=columns)
 
 
 def _escape(text: str) -> str:
@@ -225,42 +388,39 @@ def _escape(text: str) -> str:
 def _quarantine(
     lake: ObjectStore,
     prefix: str,
-    batch: tuple[str, bytes],
+    batches: list[tuple[ObjectStore, str, str]],
     result: dict[str, Any],
-    report: Path,
+    reports: list[Path],
     reason: str,
 ) -> None:
-    """Keep the bad batch, its GX result, its report and the one-line reason side by side."""
-    files = {
-        batch[0]: batch[1],
-        "reason.txt": (reason + "\n").encode(),
-        "result.json": json.dumps(result, indent=2, default=str).encode(),
-    }
-    if report.exists():
-        files["report.html"] = report.read_bytes()
-    for name, content in files.items():
-        lake.put(f"{prefix}/{name}", content)
-    log.warning("quarantined %s under %s", batch[0], prefix)
+    """Keep the day's batches (copied in chunks), its GX result, its report and the one-line reason."""
+    for store, key, name in batches:
+        store.copy_to(key, lake, f"{prefix}/{name}")
+    for report in reports:
+        if report.exists():
+            lake.put(f"{prefix}/report.html", report.read_bytes())
+    lake.put(f"{prefix}/result.json", json.dumps(result, indent=2, default=str).encode())
+    lake.put(f"{prefix}/reason.txt", (reason + "\n").encode())  # last: its presence means "settled"
+    log.warning("quarantined %s under %s: %s", [b[2] for b in batches], prefix, reason)
 
 
 def validated_days(model: str, settings: Settings | None = None) -> list[date]:
-    settings = settings or get_settings()
-    days = set()
-    for key in _lake(settings).list(f"validated/{model}/"):
-        match = re.search(r"date=(\d{4}-\d{2}-\d{2})/", key)
-        if match:
-            days.add(date.fromisoformat(match[1]))
-    return sorted(days)
+    """Days with a published snapshot (``validated/<model>/date=<day>/data.parquet``)."""
+    from mlops import snapshots
+
+    return snapshots.published_days(_lake(settings or get_settings()), model)
 
 
 def read_validated(model: str, days: list[date], settings: Settings | None = None) -> pd.DataFrame:
+    """The published snapshots of ``days``: one file per day, nothing else in a partition is read."""
     import pandas as pd
+
+    from mlops import snapshots
 
     settings = settings or get_settings()
     lake = _lake(settings)
-    frames = [
-        _read_parquet(lake, key) for day in days for key in lake.list(f"validated/{model}/date={day.isoformat()}/")
-    ]
+    keys = [snapshots.validated_key(model, day) for day in days]
+    frames = [_read_parquet(lake, key) for key in keys if lake.exists(key)]
     if not frames:
         raise NothingToDo(f"no validated data for {model} on {[d.isoformat() for d in days]}")
     return pd.concat(frames, ignore_index=True)
@@ -270,14 +430,42 @@ def read_validated(model: str, days: list[date], settings: Settings | None = Non
 
 
 def materialize(model: str, start: str | datetime, end: str | datetime) -> dict[str, Any]:
-    """Apply the model's Feast objects (idempotent) and materialize exactly [start, end)."""
-    from mlops import features
+    """Apply the model's Feast objects (idempotent) and materialize exactly [start, end).
+
+    A day whose published snapshot is already online skips (``NothingToDo``, so no Asset event): when the
+    landing watcher and the daily DAG both reached this step for one day, only the first one emits.
+    """
+    from mlops import snapshots
+    from mlops.ingest import interval_days
+
+    begin, finish = _parse_dt(start), _parse_dt(end)
+    days = interval_days(begin, finish)
+    if len(days) != 1:
+        return _materialize(model, begin, finish)
+    settings = get_settings()
+    lake = _lake(settings)
+    with snapshots.day_lock(settings, model, days[0]):
+        record = snapshots.current(lake, model, days[0])
+        if record is not None and record.materialized_at:
+            raise NothingToDo(
+                f"{model} {days[0]}: snapshot {record.snapshot_id} is already online since "
+                f"{record.materialized_at}: nothing to do, no event"
+            )
+        return _materialize(model, begin, finish)
+
+
+def _materialize(model: str, start: datetime, end: datetime) -> dict[str, Any]:
+    from mlops import features, snapshots
+    from mlops.ingest import interval_days
 
     cfg = get_config(model).config
     applied = features.apply(cfg)
     # By batch date: the interval's batch goes online whole, with its rows stamped up to the GX
     # freshness limit before the interval.
-    rows = features.materialize_interval(cfg, _parse_dt(start), _parse_dt(end))
+    rows = features.materialize_interval(cfg, start, end)
+    lake = _lake(get_settings())
+    for day in interval_days(start, end):
+        snapshots.mark_materialized(lake, model, day)
     log.info("materialized %d rows of %s for [%s, %s)", rows, cfg.feature_view, start, end)
     return {"applied": applied, "rows": rows, "feature_service": cfg.feature_service}
 
@@ -297,8 +485,7 @@ def build_training_set(
     model: str, run_id: str, window_end: str | None = None, window_days: int | None = None
 ) -> dict[str, Any]:
     """Point-in-time correct training set from Feast's offline store, written to the lake."""
-    from mlops import features
-    from mlops.ingest import raw_hashes_for_days
+    from mlops import features, snapshots
 
     settings = get_settings()
     cfg = get_config(model).config
@@ -308,6 +495,12 @@ def build_training_set(
     labels = features.labels_for_window(cfg, start, end)
     if labels.empty:
         raise NothingToDo(f"no labelled rows for {model} between {first} and {last}")
+    repeated = int(labels.duplicated([cfg.entity.join_key, cfg.timestamp_column]).sum())
+    if repeated:
+        raise GateFailed(
+            f"training window {first}..{last} of {model} has {repeated} repeated (entity, timestamp) rows "
+            "across days: find the days with `validated_days` and land corrected files"
+        )
     frame = features.training_set(cfg, labels)
     if len(frame) != len(labels):
         raise GateFailed(f"training set has {len(frame)} rows for {len(labels)} labels: rows were dropped")
@@ -330,7 +523,7 @@ def build_training_set(
         "rows": len(frame),
         "window_start": first.isoformat(),
         "window_end": last.isoformat(),
-        "raw_batches": raw_hashes_for_days(cfg, window_days_list, settings),
+        "raw_batches": snapshots.raw_batches(lake, model, window_days_list),
         "feature_service": cfg.feature_service,
     }
 

@@ -14,8 +14,12 @@ Design decisions:
   ``coerce_types`` only normalises representations (nullable/narrow numeric dtypes to 64-bit numpy,
   string/category dtypes to ``object``) and parses the timestamp column to UTC, where unparsable
   values become NaT and fail the timestamp's not-null expectation.
-* The label is only checked for nulls (it may be 0/1 or strings); the timestamp has no type rule
-  because ``coerce_types`` parsed it, so its problems show up as nulls or freshness failures.
+* The label must be one of ``label.allowed_values`` (an expectation; the failure line names the bad
+  values) and is never null whatever the null budget: an unknown or missing label would otherwise
+  become the negative class in training. ``coerce_types`` only turns integer labels written as text
+  (``"1"``, ``"1.0"``) into integers and leaves every other value as it is, for the gate to name. The
+  timestamp has no type rule because ``coerce_types`` parsed it, so its problems show up as nulls or
+  freshness failures.
 * Extra columns are allowed (``exact_match=False``): producers may add columns without breaking the
   gate; the pipeline only reads the columns in the config. Missing columns fail the schema rule.
 * GX is called directly (the Airflow GX provider does not install next to Airflow 3) and imported
@@ -85,12 +89,32 @@ def read_batch(data: bytes, fmt: str, *, name: str, cfg: ModelConfig | None = No
     try:
         if fmt == "csv":
             dtypes = dict.fromkeys(_string_columns(cfg), str) if cfg is not None else None
-            return pd.read_csv(io.BytesIO(data), dtype=dtypes, low_memory=False)
-        return pd.read_parquet(io.BytesIO(data))
+            frame = pd.read_csv(io.BytesIO(data), dtype=dtypes, low_memory=False)
+        else:
+            frame = pd.read_parquet(io.BytesIO(data))
     except pd.errors.EmptyDataError as exc:
         raise BatchReadError(f"{name}: empty file (no header row)") from exc
     except Exception as exc:  # pandas/pyarrow raise many types for corrupt input
         raise BatchReadError(f"{name}: cannot read {fmt}: {_one_line(exc)}") from exc
+    if fmt == "csv":
+        repeated = _repeated_header_names(data)
+        if repeated:  # pandas renames them (age, age.1): which one is right cannot be known
+            raise BatchReadError(f"{name}: duplicate columns in the header: {', '.join(repeated)}")
+    return frame
+
+
+def _repeated_header_names(data: bytes) -> list[str]:
+    """Column names that appear more than once in a CSV header row (pandas would rename them)."""
+    import csv
+
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    try:
+        names = next(csv.reader([first]), [])
+    except csv.Error:
+        return []
+    from collections import Counter
+
+    return sorted(n for n, count in Counter(names).items() if count > 1)
 
 
 def _string_columns(cfg: ModelConfig) -> list[str]:
@@ -147,7 +171,41 @@ def coerce_types(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     for column in _string_columns(cfg):
         if column in out.columns:
             out[column] = _normalise_string(out[column])
+    if cfg.label.column in out.columns:
+        out[cfg.label.column] = _normalise_label(out[cfg.label.column], cfg)
     return out
+
+
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+(\.0*)?\s*$")
+
+
+def _normalise_label(series: pd.Series, cfg: ModelConfig) -> pd.Series:
+    """Integer classes written as text or floats become ints; nothing else changes (the gate names it).
+
+    Never maps an unknown value to a class: ``"yes"``, ``2`` or ``0.5`` stay as they are and fail the
+    label's allowed-values expectation.
+    """
+    allowed = cfg.label.allowed_values
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in allowed):
+        return series
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return series.astype(object)  # True/False are not the classes 1/0: left for the gate to name
+    if pd.api.types.is_integer_dtype(dtype):
+        return _normalise_numeric(series)
+
+    def as_class(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and _INTEGER_TEXT.match(value):
+            return int(float(value))
+        return value
+
+    mapped = series.map(as_class, na_action="ignore").astype(object)
+    if mapped.notna().all() and all(isinstance(v, int) and not isinstance(v, bool) for v in mapped):
+        with suppress(OverflowError, ValueError):
+            return mapped.astype("int64")
+    return mapped.where(mapped.notna(), None)
 
 
 def _to_utc(series: pd.Series) -> pd.Series:
@@ -227,6 +285,11 @@ def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: dateti
 
     for column in cfg.all_columns:
         rule = dq.columns.get(column)
+        is_label = column == cfg.label.column
+        if is_label:  # never null, never outside the classes, whatever the null budget
+            add(exp.ExpectColumnValuesToNotBeNull(column=column), "nulls")
+            in_set = exp.ExpectColumnValuesToBeInSet(column=column, value_set=list(cfg.label.allowed_values))
+            add(in_set, "allowed", label=True)
         expected = _expected_type(cfg, column)
         if expected is not None:
             type_list = {"integer": INTEGER_TYPES, "numeric": NUMERIC_TYPES, "string": STRING_TYPES}[expected]
@@ -239,7 +302,7 @@ def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: dateti
         budget = dq.max_null_fraction
         if rule is not None and rule.max_null_fraction is not None:
             budget = rule.max_null_fraction
-        if budget < 1:
+        if budget < 1 and not is_label:
             not_null = exp.ExpectColumnValuesToNotBeNull(column=column, mostly=round(1 - budget, 12))
             add(not_null, "nulls", timestamp=column == cfg.timestamp_column)
 

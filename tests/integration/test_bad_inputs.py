@@ -6,6 +6,7 @@ import io
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -139,3 +140,85 @@ def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
     # Both days' content is in the raw store now: nothing is pending, and a rerun has nothing to do.
     with pytest.raises(pipeline.NothingToDo, match="no new batch"):
         pipeline.pending_landed_days("credit_risk")
+
+
+def _asset_events(asset: str, run_id: str) -> int:
+    """How many events of ``asset`` a run emitted, read from Airflow's metadata DB."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(AssetEvent)
+                .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .where(AssetModel.name == asset, AssetEvent.source_run_id == run_id)
+            )
+            or 0
+        )
+
+
+def test_a_day_goes_through_the_landing_watcher_or_the_daily_dag_not_both(
+    state_dir: Path, run_dag: Callable[..., Any]
+) -> None:
+    landing = state_dir / "landing" / "credit_risk"
+    landing.mkdir(parents=True)
+    (landing / "2026-03-01.csv").write_bytes(_csv(_good()))
+    (landing / "nested").mkdir()
+    (landing / "nested" / "2026-03-02.csv").write_bytes(_csv(_good()))  # not a batch: reported, never read
+
+    first = run_dag("credit_risk__landing", full=True)
+    assert _states(first) == {"find_new_batches": "success", "process": "success", "verdict": "success"}
+    summary = first.get_task_instance("verdict").xcom_pull(task_ids="verdict")
+    assert summary["processed"] == ["2026-03-01"]
+    (ignored,) = summary["ignored"]
+    assert "'nested'" in ignored and "a folder" in ignored
+    assert _asset_events("credit_risk.features", first.run_id) == 1
+
+    # The scheduled daily run for the same day finds it published and materialized: it skips, no event.
+    second = run_dag("credit_risk__data", day=DAY, full=True)
+    assert _states(second) == {"ingest": "skipped", "validate": "skipped", "materialize": "skipped"}
+    assert _asset_events("credit_risk.features", second.run_id) == 0
+    # And a rerun of the watcher has nothing to do either.
+    third = run_dag("credit_risk__landing", full=True)
+    assert _states(third)["find_new_batches"] == "skipped"
+    assert _asset_events("credit_risk.features", third.run_id) == 0
+    assert pipeline.validated_days("credit_risk") == [DAY]
+
+
+def _states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_corrected_day_trains_once_and_the_lineage_names_the_corrected_batch(state_dir: Path) -> None:
+    """The issue's "done when": re-land a corrected day, build a training set: that day's rows once."""
+    import hashlib
+
+    landing = state_dir / "landing" / "credit_risk"
+    landing.mkdir(parents=True)
+    days = [date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)]
+    content = {day: _csv(GENERATORS["credit_risk"](day, rows_per_batch=200)) for day in days}
+    for day, data in content.items():
+        (landing / f"{day}.csv").write_bytes(data)
+    assert pipeline.process_landed("credit_risk", pipeline.pending_landed_days("credit_risk"))["rows"] == 600
+
+    corrected = GENERATORS["credit_risk"](days[1], rows_per_batch=150, seed=11)
+    (landing / f"{days[1]}.csv").write_bytes(_csv(corrected))  # the producer re-lands 03-02, corrected
+    assert pipeline.pending_landed_days("credit_risk") == [days[1].isoformat()]
+    again = pipeline.process_landed("credit_risk", [days[1].isoformat()])
+    assert again["intervals"] == [days[1].isoformat()] and again["rows"] == 150
+
+    built = pipeline.build_training_set("credit_risk", "run-1", window_end=days[-1].isoformat(), window_days=3)
+    frame = pd.read_parquet(built["uri"])
+    assert built["rows"] == len(frame) == 200 + 150 + 200
+    assert not frame.duplicated(["customer_id", "event_timestamp"]).any()
+    keys = set(zip(frame["customer_id"], frame["event_timestamp"], strict=True))
+    assert set(zip(corrected["customer_id"], corrected["event_timestamp"], strict=True)) <= keys
+    old = GENERATORS["credit_risk"](days[1], rows_per_batch=200)
+    assert not set(zip(old["customer_id"], old["event_timestamp"], strict=True)) & keys  # the old version is gone
+    sha = {day: hashlib.sha256(data).hexdigest() for day, data in content.items()}
+    fixed = hashlib.sha256(_csv(corrected)).hexdigest()
+    assert built["raw_batches"] == [sha[days[0]], fixed, sha[days[2]]]
+    assert sha[days[1]] not in built["raw_batches"]

@@ -6,7 +6,6 @@ parquet partitions) under tmp_path through ``mlops.features.get_store``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from mlops import features
 from mlops.config import ModelConfig, load_config
 from mlops.settings import REPO_ROOT, Settings, get_settings
+from mlops.snapshots import validated_key
 
 MODELS = ["credit_risk", "tumor_diagnosis"]
 DAY0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -74,11 +74,10 @@ def _write(cfg: ModelConfig, settings: Settings, frame: pd.DataFrame, unit: str 
 def _write_batch(
     cfg: ModelConfig, settings: Settings, day: pd.Timestamp, frame: pd.DataFrame, unit: str | None = None
 ) -> None:
-    """One validated batch file in the partition of ``day``, whatever its rows' timestamps."""
-    folder = Path(settings.lake_uri) / "validated" / cfg.name / f"date={day.date().isoformat()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame).to_numpy().tobytes()).hexdigest()[:16]
-    frame.to_parquet(folder / f"{digest}.parquet", index=False, coerce_timestamps=unit)
+    """The published snapshot of ``day`` (one file per partition), whatever its rows' timestamps."""
+    path = Path(settings.lake_uri) / validated_key(cfg.name, day.date())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False, coerce_timestamps=unit)
 
 
 def _labels(cfg: ModelConfig, ids: list[int], times: list[pd.Timestamp], labels: list[Any]) -> pd.DataFrame:
@@ -105,7 +104,7 @@ def test_feature_objects_follow_the_config(name: str) -> None:
     assert entity.join_key == cfg.entity.join_key
     assert entity.value_type == (ValueType.INT64 if cfg.entity.dtype == "int64" else ValueType.STRING)
     assert source.timestamp_field == cfg.timestamp_column
-    assert source.path == f"/lake/validated/{cfg.name}/date=*/*.parquet"
+    assert source.path == f"/lake/validated/{cfg.name}/date=*/data.parquet"
     assert view.name == cfg.feature_view and service.name == cfg.feature_service
     assert view.ttl == timedelta(days=cfg.features.ttl_days) and view.online
     dtypes = {f.name: f.dtype for f in view.features}

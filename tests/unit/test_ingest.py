@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from mlops import snapshots
 from mlops.config import get_config
 from mlops.ingest import DuplicateBatchError, ingest_interval, interval_days, pending_days, read_manifest
 from mlops.settings import get_settings
@@ -68,10 +70,19 @@ def test_pending_days_are_the_landed_days_whose_content_is_new(state_dir: Path) 
     _land(landing, "_READY", b"")
     _land(landing, "2026-03-03.json", b"{}")  # not an accepted format
     assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01", "2026-03-02"]
-    ingest_interval(CFG, DAY, NEXT)
-    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-02"]
-    _land(landing, "2026-03-01.csv", b"first day, corrected\n")  # new content for an ingested day
+    ingested = ingest_interval(CFG, DAY, NEXT)
+    # Ingested is not settled: until the day is published (and materialized) or quarantined, it is pending.
     assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01", "2026-03-02"]
+    lake = open_store(get_settings().lake_uri)
+    snapshots.publish(lake, "credit_risk", "2026-03-01", b"parquet", [f.sha256 for f in ingested.files], rows=1)
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01", "2026-03-02"]  # not online yet
+    snapshots.mark_materialized(lake, "credit_risk", "2026-03-01")
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-02"]
+    second = snapshots.content_id([hashlib.sha256(b"second day\n").hexdigest()])
+    lake.put(f"{snapshots.quarantine_prefix('credit_risk', '2026-03-02', second)}/reason.txt", b"bad\n")
+    assert pending_days(CFG) == []  # a quarantined day's content is settled too
+    _land(landing, "2026-03-01.csv", b"first day, corrected\n")  # new content for a published day
+    assert [d.isoformat() for d in pending_days(CFG)] == ["2026-03-01"]
 
 
 def test_no_files_means_empty_result(state_dir: Path) -> None:
@@ -155,15 +166,48 @@ def test_offline_store_reads_an_s3_lake_through_a_mirror_of_exactly_its_partitio
     for day in ("2026-03-01", "2026-03-02"):
         buffer = io.BytesIO()
         GENERATORS["credit_risk"](datetime.fromisoformat(day).date(), rows_per_batch=50).to_parquet(buffer)
-        s3.put_object(Bucket="lake", Key=f"prod/validated/credit_risk/date={day}/{day}.parquet", Body=buffer.getvalue())
+        s3.put_object(Bucket="lake", Key=f"prod/{snapshots.validated_key('credit_risk', day)}", Body=buffer.getvalue())
     assert validated_root().startswith(str(state_dir))
     window = labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))
     assert len(window) == 100 and set(window.columns) == {"customer_id", "event_timestamp", "defaulted"}
     assert sync_validated(CFG) == 0  # already mirrored: nothing fetched again
 
     # A partition file that leaves the lake leaves the mirror: reads match the lake exactly.
-    s3.delete_object(Bucket="lake", Key="prod/validated/credit_risk/date=2026-03-02/2026-03-02.parquet")
+    s3.delete_object(Bucket="lake", Key="prod/validated/credit_risk/date=2026-03-02/data.parquet")
     assert len(labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))) == 50
-    mirrored = sorted(p.name for p in Path(validated_root()).rglob("*.parquet"))
-    assert mirrored == ["2026-03-01.parquet"]
-    assert len(pd.read_parquet(Path(validated_root()) / "credit_risk" / "date=2026-03-01" / mirrored[0])) == 50
+    mirrored = sorted(p.relative_to(validated_root()).as_posix() for p in Path(validated_root()).rglob("*.parquet"))
+    assert mirrored == ["credit_risk/date=2026-03-01/data.parquet"]
+    assert len(pd.read_parquet(Path(validated_root()) / mirrored[0])) == 50
+
+    # A corrected day replaces its snapshot in the lake: the mirror fetches the new version.
+    buffer = io.BytesIO()
+    GENERATORS["credit_risk"](DAY.date(), rows_per_batch=70).to_parquet(buffer)
+    s3.put_object(Bucket="lake", Key="prod/validated/credit_risk/date=2026-03-01/data.parquet", Body=buffer.getvalue())
+    assert len(labels_for_window(CFG, DAY, datetime(2026, 3, 3, tzinfo=UTC))) == 70
+
+
+def test_s3_landing_scan_and_copy_into_a_local_lake(
+    state_dir: Path, s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are streamed from S3 into the local raw store; nested keys and other names are reported."""
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="landing")
+    body = b"x,y\n1,2\n"
+    s3.put_object(Bucket="landing", Key="in/credit_risk/2026-03-01.csv", Body=body)
+    s3.put_object(Bucket="landing", Key="in/credit_risk/old/2026-03-02.csv", Body=b"nested\n")
+    s3.put_object(Bucket="landing", Key="in/credit_risk/.2026-03-03.csv", Body=b"hidden\n")
+    monkeypatch.setenv("MLOPS_LANDING_URI", "s3://landing/in")
+    from mlops.ingest import landing_store, scan_landing
+
+    scan = scan_landing(CFG, landing_store(CFG, get_settings()))
+    assert [(f.key, f.size) for files in scan.batches.values() for f in files] == [("2026-03-01.csv", len(body))]
+    assert [line.split(":")[0] for line in scan.ignored] == [
+        "ignored landing entry '.2026-03-03.csv'",
+        "ignored landing entry 'old'",
+    ]
+    result = ingest_interval(CFG, DAY, NEXT)
+    sha = result.files[0].sha256
+    assert sha == hashlib.sha256(body).hexdigest()
+    raw = state_dir / "lake" / "raw" / "credit_risk" / "objects" / sha[:2] / f"{sha}.csv"
+    assert raw.read_bytes() == body
+    assert not list((state_dir / "lake" / "raw" / "credit_risk" / ".staging").iterdir())

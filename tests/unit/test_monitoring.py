@@ -291,7 +291,7 @@ def test_backlogs_catch_new_days_whose_events_airflow_merged_away(
     window_end: list[str | None] = [None]
     monkeypatch.setattr(monitoring, "_champion_window_end", lambda model: window_end[0])
     for day in range(1, 8):
-        touch(f"validated/{MODEL}/date=2026-03-0{day}/batch.parquet")
+        touch(f"validated/{MODEL}/date=2026-03-0{day}/data.parquet")
     touch(f"predictions/{MODEL}/date=2026-03-01/champion.parquet")
     assert scoring_backlog(MODEL) == []  # no champion: nothing to score with
     window_end[0] = "2026-03-04"  # the champion trained on days up to 03-04

@@ -50,7 +50,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             frame = GENERATORS[MODEL](day, rows_per_batch=ROWS)
             folder = state / "lake" / "validated" / MODEL / f"date={day.isoformat()}"
             folder.mkdir(parents=True)
-            frame.to_parquet(folder / "x.parquet", index=False)
+            frame.to_parquet(folder / "data.parquet", index=False)
             frames.append(frame)
         features.apply(cfg)
         start = datetime.combine(DAYS[0], datetime.min.time(), tzinfo=UTC)

@@ -56,8 +56,7 @@ def valid_frame(cfg: ModelConfig, n: int = 200, seed: int = 0) -> pd.DataFrame:
         rule = rules.get(column)
         allowed = rule.allowed if rule is not None and rule.allowed else ["a", "b", "c"]
         data[column] = rng.choice(allowed, size=n).astype(object)
-    positive = cfg.label.positive_class
-    data[cfg.label.column] = rng.choice([positive, 0] if isinstance(positive, int) else [positive, "other"], n)
+    data[cfg.label.column] = rng.choice(np.array(cfg.label.allowed_values, dtype=object), n)
     return pd.DataFrame(data)[cfg.all_columns]
 
 
@@ -93,7 +92,9 @@ def test_suite_covers_every_rule(credit: ModelConfig) -> None:
     rules = [e.meta["rule"] for e in suite.expectations]
     for rule in ("schema", "rows", "type", "nulls", "range", "allowed", "unique", "freshness"):
         assert rule in rules
-    assert rules.count("range") == 9 and rules.count("allowed") == 5
+    assert rules.count("range") == 9 and rules.count("allowed") == 6  # 5 categorical columns and the label
+    (label,) = [e for e in suite.expectations if e.meta.get("label")]
+    assert label.column == credit.label.column and list(label.value_set) == [0, 1]
 
 
 def test_missing_column_fails_naming_it_and_extra_columns_are_allowed(credit: ModelConfig, tmp_path: Path) -> None:
@@ -280,3 +281,33 @@ def test_string_ids_keep_leading_zeros_from_csv(tumor: ModelConfig) -> None:
     csv += (",".join(row[c] for c in tumor.all_columns) + "\n").encode()
     assert read_batch(csv, "csv", name="x.csv", cfg=tumor)["patient_id"].tolist() == ["00042"]
     assert read_batch(csv, "csv", name="x.csv")["patient_id"].tolist() == [42]
+
+
+def test_labels_are_never_mapped_to_a_class_silently(credit: ModelConfig, tumor: ModelConfig) -> None:
+    raw = pd.DataFrame({credit.label.column: ["1", " 0 ", "1.0", "yes", "2", "0.5", None, "True"]})
+    got = coerce_types(raw, credit)[credit.label.column].tolist()
+    assert got == [1, 0, 1, "yes", 2, "0.5", None, "True"]  # only integers written as text become integers
+    floats = pd.DataFrame({credit.label.column: [1.0, 0.0, 0.5, float("nan")]})
+    assert coerce_types(floats, credit)[credit.label.column].tolist() == [1, 0, 0.5, None]
+    booleans = pd.DataFrame({credit.label.column: [True, False]})
+    assert coerce_types(booleans, credit)[credit.label.column].tolist() == [True, False]
+    text = pd.DataFrame({tumor.label.column: ["benign", "Malignant", "1"]})
+    assert coerce_types(text, tumor)[tumor.label.column].tolist() == ["benign", "Malignant", "1"]
+
+
+@pytest.mark.parametrize("name", ["credit", "tumor"])
+def test_label_outside_the_classes_or_null_fails_whatever_the_null_budget(
+    name: str, credit: ModelConfig, tumor: ModelConfig, tmp_path: Path
+) -> None:
+    cfg = {"credit": credit, "tumor": tumor}[name]
+    lenient = cfg.model_copy(update={"data_quality": cfg.data_quality.model_copy(update={"max_null_fraction": 0.5})})
+    df = valid_frame(lenient).astype({cfg.label.column: object})
+    bad = "Malignant" if name == "tumor" else 7
+    df.loc[:2, cfg.label.column] = bad
+    df.loc[3:4, cfg.label.column] = None
+    outcome = run(df, lenient, tmp_path)
+    assert not outcome.success
+    allowed = ", ".join(str(v) for v in cfg.label.allowed_values)
+    (in_set,) = [line for line in outcome.failures if f"values in [{allowed}]" in line]
+    assert in_set.startswith(f"{cfg.label.column}:") and f"e.g. {bad!r}" in in_set, in_set
+    assert f"{cfg.label.column}: no null values (2 of 200 rows null" in "; ".join(outcome.failures)
