@@ -311,3 +311,35 @@ def test_label_outside_the_classes_or_null_fails_whatever_the_null_budget(
     (in_set,) = [line for line in outcome.failures if f"values in [{allowed}]" in line]
     assert in_set.startswith(f"{cfg.label.column}:") and f"e.g. {bad!r}" in in_set, in_set
     assert f"{cfg.label.column}: no null values (2 of 200 rows null" in "; ".join(outcome.failures)
+
+
+LABEL_VARIANTS = {
+    "integer": (1, [0, 1], 2),
+    "string": ("bad", ["good", "bad"], "maybe"),
+    "boolean": (True, [False, True], "unknown"),
+}
+
+
+@pytest.mark.parametrize("label_type", LABEL_VARIANTS)
+def test_gx_gate_fails_a_label_outside_the_classes_for_every_label_type(
+    label_type: str, credit: ModelConfig, tmp_path: Path
+) -> None:
+    """Landed as CSV (as a producer writes it), a good batch passes and one stray label value fails the gate."""
+    from mlops.config import LabelConfig
+
+    positive, classes, stray = LABEL_VARIANTS[label_type]
+    label = LabelConfig(column="defaulted", positive_class=positive, classes=classes)  # type: ignore[arg-type]
+    cfg = credit.model_copy(update={"label": label})
+
+    def landed(frame: pd.DataFrame) -> pd.DataFrame:
+        return coerce_types(read_batch(frame.to_csv(index=False).encode(), "csv", name="b.csv", cfg=cfg), cfg)
+
+    good = valid_frame(cfg, seed=3)
+    outcome = run(landed(good), cfg, tmp_path, batch_id="good")
+    assert outcome.success, outcome.failures
+    bad = good.astype({"defaulted": object})
+    bad.loc[:4, "defaulted"] = stray
+    outcome = run(landed(bad), cfg, tmp_path, batch_id="bad")
+    assert not outcome.success
+    line = outcome.summary_line()
+    assert "defaulted" in line and str(stray) in line and "\n" not in line
