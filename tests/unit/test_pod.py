@@ -166,10 +166,19 @@ def test_lineage_tag_names_the_image_the_pod_runs(state_dir: Path, monkeypatch: 
     captured: dict[str, Any] = {}
     monkeypatch.setattr(registry, "register_version", lambda model, run_id, tags: captured.update(tags) or "1")
     monkeypatch.setattr(registry, "set_alias", lambda *args, **kwargs: None)
+    from mlops.tracking import client, ensure_experiment
+
+    run = client().create_run(ensure_experiment("credit_risk"), tags={"gate.quality": "passed"})
     pipeline.register(
         "credit_risk",
-        {"run_id": "run", "holdout_uri": "holdout", "metrics": {}},
-        {"raw_batches": [], "window_start": "2026-01-01", "window_end": "2026-01-31"},
+        {"run_id": run.info.run_id, "holdout_uri": "holdout", "metrics": {}},
+        {
+            "raw_batches": [],
+            "window_start": "2026-01-01",
+            "window_end": "2026-01-31",
+            "uri": "lake/runs/credit_risk/manual/training_set-0.parquet",
+            "sha256": "0" * 64,
+        },
         dag_id="credit_risk__training",
         run_id="manual",
     )
@@ -177,6 +186,7 @@ def test_lineage_tag_names_the_image_the_pod_runs(state_dir: Path, monkeypatch: 
     pod = _pod_dict(gpu_pod_operator(task_id="train", arguments=[], resources=resources))
     assert captured["lineage.training_image"] == pod["spec"]["containers"][0]["image"]
     assert captured["lineage.training_image"] == "registry.example.com/team/trainer:9.9.9"
+    assert captured["gate.quality"] == "passed"  # the run's gate verdicts travel with the version
 
 
 # ---------------------------------------------------------------------- Pod Security `restricted`
