@@ -286,6 +286,7 @@ def test_reader_reads_runs_and_models_and_writes_nothing(mlflow_auth_server: Ser
     # registered model is refused only by a DENY grant, which would also hide every existing one.
     # So a reader can create a model of its own (and manage it), never write to the platform's.
     server.ok("reader", "POST", "/api/2.0/mlflow/registered-models/create", {"name": f"{model}-mine"})
+    server.ok("reader", "POST", "/api/2.0/mlflow/experiments/create", {"name": f"{model}-mine"})
     server.denied(
         "reader",
         "POST",
