@@ -122,6 +122,14 @@ class FabAirflow:
         return self.status(role, "PATCH", path, {"chosen_options": [option], "params_input": {}})
 
 
+def operator_result(answered: dict[str, Any]) -> dict[str, Any]:
+    """The ApprovalOperator's result (its XCom, which ``promote`` reads) for an answer the API stored.
+
+    Its trigger reads the stored ``responded_by`` back as ``responded_by_user``.
+    """
+    return {"chosen_options": answered["chosen_options"], "responded_by_user": answered["responded_by"]}
+
+
 def _airflow(env: dict[str, str], *args: str, timeout: float = 300) -> None:
     done = subprocess.run(
         [str(BIN / "airflow"), *args], env=env, check=False, capture_output=True, text=True, timeout=timeout
@@ -270,10 +278,10 @@ def test_approver_answers_a_run_someone_else_triggered(fab_airflow: FabAirflow) 
     code, answered = stack.answer("approver", run_id)
     assert code == 200, answered
     assert answered["chosen_options"] == ["Approve"]
-    assert answered["responded_by_user"]["name"] == stack.usernames["approver"]
-    # What promote sees: the ApprovalOperator's result carries responded_by_user; four eyes hold.
+    assert answered["responded_by"]["name"] == stack.usernames["approver"]
+    # What promote sees: four eyes hold.
     run = stack.allowed("approver", "GET", stack.run_path(run_id))
-    assert approver(answered, run["triggering_user_name"]) == stack.usernames["approver"]
+    assert approver(operator_result(answered), run["triggering_user_name"]) == stack.usernames["approver"]
     # A second answer is refused: the first one stands.
     assert stack.answer("approver", run_id, "Reject")[0] == 409
     ti_path = f"{stack.run_path(run_id)}/taskInstances/{APPROVAL}"
@@ -295,7 +303,7 @@ def test_no_one_approves_a_run_they_triggered(fab_airflow: FabAirflow) -> None:
     run = stack.allowed("admin", "GET", stack.run_path(run_id))
     assert run["triggering_user_name"] == stack.usernames["admin"]
     with pytest.raises(SelfApprovalError, match=stack.usernames["admin"]):
-        approver(answered, run["triggering_user_name"])
+        approver(operator_result(answered), run["triggering_user_name"])
 
 
 def test_admin_can_do_everything(fab_airflow: FabAirflow) -> None:
