@@ -207,7 +207,7 @@ def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabAirflow
 
 
 def test_airflow_init_made_one_user_per_role(fab_airflow: FabAirflow) -> None:
-    """The roles of roles.json exist with exactly their grants, and each user has the roles README names."""
+    """Each user airflow-init made has exactly the roles the Security model names (after two starts)."""
     listing = subprocess.run(
         [str(BIN / "airflow"), "users", "list", "-o", "json"],
         env=fab_airflow.env,
