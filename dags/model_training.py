@@ -295,10 +295,16 @@ def build_training_dag(cfg: ModelConfig) -> Any:
             approval = context["ti"].xcom_pull(task_ids="approve_promotion")
             actor, reason = "airflow", "passed every gate"
             if approval:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                from mlops.approval import SelfApprovalError, approver
+
                 if "Approve" not in approval.get("chosen_options", []):
                     raise ValueError(f"promotion was not approved: {approval}")
-                user = approval.get("responded_by_user") or {}
-                actor = str(user.get("name") or user.get("id") or "approver") if isinstance(user, dict) else str(user)
+                try:
+                    actor = approver(approval, context["dag_run"].triggering_user_name)
+                except SelfApprovalError as exc:
+                    raise AirflowFailException(str(exc)) from None
                 reason = "approved in Airflow"
             dag_id, run_id = _run_id()
             return run_step(

@@ -14,12 +14,10 @@ FROM apache/airflow:3.3.2-python3.11
 USER airflow
 
 COPY --chown=airflow:0 requirements.txt /opt/airflow/requirements.txt
-# Flask-WTF/WTForms: MLflow's basic-auth app (`mlflow server --app-name basic-auth`) needs them; they
-# are the only additions to the lock (checked to resolve with it unchanged).
+# The lock includes the FAB auth manager and MLflow's basic-auth extra (Flask-WTF).
 RUN pip install --no-cache-dir \
       "apache-airflow==3.3.2" \
-      -r /opt/airflow/requirements.txt \
-      "Flask-WTF==1.3.0" "WTForms==3.3.2"
+      -r /opt/airflow/requirements.txt
 
 # The code is baked in so the image runs on its own (Celery workers on other hosts, KubernetesExecutor);
 # docker-compose.yaml bind-mounts the same folders read-only over these for a live checkout.
