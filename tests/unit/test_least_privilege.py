@@ -282,7 +282,7 @@ def test_minio_init_gives_each_identity_its_own_policy(raw_compose: dict[str, An
 
 
 def _mlflow_permissions_module() -> ModuleType:
-    """mlflow.server.auth.permissions without the auth app (which needs Flask-WTF, absent here)."""
+    """mlflow.server.auth.permissions without the auth app (loaded alone: no Flask app is built)."""
     import mlflow
 
     path = Path(mlflow.__file__).parent / "server" / "auth" / "permissions.py"
