@@ -306,6 +306,9 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         config = yaml.safe_load((REPO / "include" / "models" / f"{MODEL}.yaml").read_text())
         config["training"]["schedule"] = None  # every training run here is triggered through the API or UI
         (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
+        from mlops.signing import ensure_local_key
+
+        signing_key = ensure_local_key(root / "keys")  # production has no default key: the stack brings one
         env = {
             **aws,
             "MLOPS_ENV": "production",
@@ -319,6 +322,8 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "FEAST_REGISTRY_URL": f"postgresql+psycopg://{PG}/{databases['feast']}",
             "FEAST_REDIS_CONNECTION": f"127.0.0.1:6379,db={REDIS_DB}",
             "MLOPS_TRAINING_BACKEND": "local",
+            "MLOPS_SIGNING_KEY_FILE": str(signing_key),
+            "MLOPS_TRUSTED_KEYS_PATH": str(signing_key.parent / "trusted"),
         }
         password = secrets.token_urlsafe(18)
         passwords = root / "passwords.json"
