@@ -271,7 +271,9 @@ def killed_training(production_stack: Stack, training_set: dict[str, Any]) -> di
             "mlflow_run": mlflow_run,
             "status": client().get_run(mlflow_run).info.status,
         }
-        retried = pipeline.train_local(MODEL, training_set, run_name=f"{run_name}-retry", estimator_params=QUICK_TRAINING)
+        retried = pipeline.train_local(
+            MODEL, training_set, run_name=f"{run_name}-retry", estimator_params=QUICK_TRAINING
+        )
         return {"killed": killed, "retried": retried}
 
 
@@ -566,7 +568,7 @@ def test_mlflow_killed_between_intent_record_and_alias_move_the_retry_converges_
 
     def another_version() -> str:
         created = client().create_model_version(
-            FAULT_MODEL, first.source, run_id=first.run_id, tags=tags, model_id=first.model_id
+            FAULT_MODEL, first.source, run_id=first.run_id, tags=tags, model_id=first.source.removeprefix("models:/")
         )
         return str(created.version)
 
