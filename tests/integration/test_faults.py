@@ -453,7 +453,8 @@ def test_postgres_connections_dropped_during_training_the_run_completes_or_fails
             time.sleep(0.7)
     thread.join(300)
     assert terminated > 0, "no MLflow database connection was terminated: the fault never happened"
-    print(f"terminated {terminated} MLflow database connection(s) during the training run")
+    ended = "completed" if "result" in outcome else f"failed: {outcome.get('error')}"
+    print(f"terminated {terminated} MLflow database connection(s) during the training run; it {ended}")
     runs = _experiment_runs(MODEL, run_name)
     assert len(runs) == 1, [r.info.run_id for r in runs]
     if "result" in outcome:  # the server reconnected: the run went through
