@@ -145,6 +145,31 @@ class AirflowApi:
 
 
 @dataclass
+class ServiceProcess:
+    """A service process that a fault test may SIGKILL and start again with the same arguments."""
+
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    health_url: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 240) -> None:
+        self.proc = _spawn(self.args, self.env, self.log)
+        wait_http(self.health_url, timeout, self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (no shutdown handler runs), and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+@dataclass
 class Stack:
     root: Path
     env: dict[str, str]
@@ -152,6 +177,8 @@ class Stack:
     s3_endpoint: str
     mlflow_uri: str
     api: AirflowApi
+    databases: dict[str, str] = field(default_factory=dict)
+    mlflow: ServiceProcess | None = None
     landed: dict[str, bytes] = field(default_factory=dict)
     data_runs: list[str] = field(default_factory=list)
 
@@ -235,6 +262,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     databases = {name: f"mlops_it_{tag}_{name}" for name in ("airflow", "mlflow", "feast")}
     buckets = {name: f"mlops-it-{tag}-{name}" for name in ("landing", "lake", "mlflow")}
     procs: list[subprocess.Popen[bytes]] = []
+    mlflow_server: ServiceProcess | None = None
     created: list[str] = []
     services: AirflowServices | None = None
     online = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
@@ -269,14 +297,18 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "--workers",
             "1",
         ]
-        procs.append(_spawn(mlflow_args, {**clean, **aws, "MLFLOW_S3_ENDPOINT_URL": endpoint}, logs / "mlflow.log"))
-        wait_http(f"{mlflow_uri}/health", 240, procs[-1])
+        mlflow_env = {**clean, **aws, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+        mlflow_server = ServiceProcess(mlflow_args, mlflow_env, logs / "mlflow.log", f"{mlflow_uri}/health")
+        mlflow_server.start()
 
         models = root / "models"
         models.mkdir()
         config = yaml.safe_load((REPO / "include" / "models" / f"{MODEL}.yaml").read_text())
         config["training"]["schedule"] = None  # every training run here is triggered through the API or UI
         (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
+        from mlops.signing import ensure_local_key
+
+        signing_key = ensure_local_key(root / "keys")  # production has no default key: the stack brings one
         env = {
             **aws,
             "MLOPS_ENV": "production",
@@ -290,6 +322,8 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "FEAST_REGISTRY_URL": f"postgresql+psycopg://{PG}/{databases['feast']}",
             "FEAST_REDIS_CONNECTION": f"127.0.0.1:6379,db={REDIS_DB}",
             "MLOPS_TRAINING_BACKEND": "local",
+            "MLOPS_SIGNING_KEY_FILE": str(signing_key),
+            "MLOPS_TRUSTED_KEYS_PATH": str(signing_key.parent / "trusted"),
         }
         password = secrets.token_urlsafe(18)
         passwords = root / "passwords.json"
@@ -332,10 +366,14 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             s3_endpoint=endpoint,
             mlflow_uri=mlflow_uri,
             api=api,
+            databases=databases,
+            mlflow=mlflow_server,
         )
     finally:
         if services is not None:
             services.stop()
+        if mlflow_server is not None:
+            mlflow_server.stop()
         for proc in reversed(procs):
             stop(proc)
         online.flushdb()
