@@ -15,7 +15,6 @@ one model are serialized by :func:`model_lock`, and each move re-checks its prec
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlops.locks import LockTimeout, file_lock
 from mlops.tracking import client, configure, ensure_experiment
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,6 @@ class AliasChange:
 
 class AliasMoved(RuntimeError):
     """The alias left the version a planned move started from: the move is abandoned, nothing moves."""
-
-
-class LockTimeout(RuntimeError):
-    """Another alias move of the model held the lock for too long."""
 
 
 def version_number(version: str | int) -> int:
@@ -149,22 +145,9 @@ def model_lock(model: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
 def _file_lock(model: str, wait_s: float) -> Iterator[None]:
     from mlops.settings import get_settings
 
-    folder = get_settings().state_dir / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
-    with open(folder / f"registry.{model}.lock", "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"alias lock of {model} held for over {wait_s:.0f} s ({handle.name})") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    path = get_settings().state_dir / "locks" / f"registry.{model}.lock"
+    with file_lock(path, wait_s=wait_s, what=f"alias lock of {model}"):
+        yield
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ does nothing. Two runs for one model and day are serialised by :func:`day_lock`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+from mlops.locks import file_lock
 from mlops.settings import Settings
 from mlops.storage import ObjectStore
 
@@ -171,11 +171,5 @@ def day_lock(settings: Settings, model: str, day: str | date) -> Iterator[None]:
     A file lock under the state folder: it serialises every worker of one machine (LocalExecutor, the
     demo, tests). Workers on several machines need a shared state folder for it to hold.
     """
-    path = settings.state_dir / "locks" / model / f"{_day(day)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with file_lock(settings.state_dir / "locks" / model / f"{_day(day)}.lock"):
+        yield

@@ -31,14 +31,12 @@ Design decisions:
 
 from __future__ import annotations
 
-import fcntl
 import html
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +46,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mlops.config import ModelConfig
+from mlops.locks import file_lock
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -388,17 +387,6 @@ class ValidationOutcome:
 # ----------------------------------------------------------------------------------------- running
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise runs sharing a GX root: the stored suite is rewritten per run and checked on run."""
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _checkpoint(context: Any, cfg: ModelConfig, suite: ExpectationSuite) -> Any:
     """Get-or-add the datasource, asset and batch definition; replace the suite, definition and checkpoint."""
     gx = _gx()
@@ -489,7 +477,7 @@ def validate_batch(
     suite = build_suite(cfg, interval_start, interval_end)
     gx_root = Path(gx_root)
     gx_root.mkdir(parents=True, exist_ok=True)
-    with _locked(gx_root / ".mlops-gx.lock"):
+    with file_lock(gx_root / ".mlops-gx.lock"):  # the stored suite is rewritten per run and checked on run
         context = gx.get_context(mode="file", project_root_dir=str(gx_root))
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # in memory only: quiet logs
         checkpoint = _checkpoint(context, cfg, suite)
