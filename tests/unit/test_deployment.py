@@ -413,8 +413,8 @@ def test_airflow_services_resolve_production_settings(
     assert env["PYTHONPATH"] == "/opt/airflow/include"  # where that executor's module is mounted
     api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (api.hostname, api.port) == ("airflow-apiserver", 8080)
-    # .env.example keeps the development auth manager; production switches to FAB (README).
-    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    # Production runs the FAB auth manager with roles; the simple one (development) is opt-in (README).
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].endswith(":admin")
     mlflow_admin = dc.environment(compose["services"]["mlflow"])["MLFLOW_AUTH_ADMIN_USERNAME"]
     assert env["MLFLOW_TRACKING_USERNAME"] != mlflow_admin
