@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each bootstraps .venv from the pinned
-# requirements.txt (uv, from PyPI) and keeps every piece of state under .mlops/ (git-ignored).
+# requirements-dev.txt (runtime lock requirements.txt + test tools; uv, from PyPI); state lives under .mlops/
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3.11
@@ -32,16 +32,17 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.txt
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.txt
 	echo "$(CURDIR)/include" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlops_include.pth
 	touch $@
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
 demo: $(STAMP)
 	$(BIN)/python -m mlops.demo $(DEMO_ARGS)
