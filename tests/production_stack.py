@@ -45,7 +45,8 @@ MODEL = "credit_risk"
 START = date(2026, 3, 1)
 DAYS = 4
 PG = "postgres@127.0.0.1:5432"
-REDIS_DB = 13
+# Each concurrent pytest session on one machine may set its own database (default 13).
+REDIS_DB = int(os.environ.get("MLOPS_TEST_REDIS_DB", "13"))
 
 
 def free_port() -> int:
