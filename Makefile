@@ -45,13 +45,13 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
 demo: $(STAMP)
-	$(BIN)/python -m mlops.demo $(DEMO_ARGS)
+	$(BIN)/python -m mlops_dev.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check dags include plugins tests feature_repo
-	$(BIN)/ruff format --check dags include plugins tests feature_repo
+	$(BIN)/ruff check dags include plugins tests feature_repo deploy
+	$(BIN)/ruff format --check dags include plugins tests feature_repo deploy
 	$(BIN)/mypy
-	$(BIN)/python -m mlops.config --check
+	$(BIN)/python -m mlops.core.config --check
 
 # The browser test drives Debian's Chromium (never a downloaded browser); installed here where missing.
 CHROMIUM := /usr/bin/chromium
@@ -79,10 +79,10 @@ mlflow-ui: $(STAMP)
 
 # Not part of `make test` (tests/bench/ runs a small smoke version). See README "Performance" for timings.
 bench: $(STAMP)
-	$(BIN)/python -m mlops.bench $(BENCH_ARGS)
+	$(BIN)/python -m mlops_dev.bench $(BENCH_ARGS)
 
 config-reference: $(STAMP)
-	$(BIN)/python -m mlops.config --markdown
+	$(BIN)/python -m mlops.core.config --markdown
 
 clean:
 	rm -rf $(STATE) test-results

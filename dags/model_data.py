@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from mlops.dagkit import (
+from mlops.orchestration.dagkit import (
     cron,
     default_args,
     features_asset,
@@ -59,21 +59,21 @@ def build_data_dag(model: str, owner: str, schedule: str, description: str) -> A
     def data_pipeline() -> None:
         @task
         def ingest() -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.data import steps as data_steps
 
-            return run_step(pipeline.ingest, model, *_interval())
+            return run_step(data_steps.ingest, model, *_interval())
 
         @task
         def validate(ingested: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.data import steps as data_steps
 
-            return run_step(pipeline.validate, model, ingested["interval"], *_interval())
+            return run_step(data_steps.validate, model, ingested["interval"], *_interval())
 
         @task(outlets=[features_asset(model)])
         def materialize(validated: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.features import steps as feature_steps
 
-            result = run_step(pipeline.materialize, model, *_interval())
+            result = run_step(feature_steps.materialize, model, *_interval())
             outlet_events = get_current_context()["outlet_events"]
             outlet_events[features_asset(model)].extra = {
                 "interval": validated["interval"],

@@ -5,7 +5,7 @@ Event-driven ingestion. The producer lands batch files (`YYYY-MM-DD*.csv|parquet
 location; an AssetWatcher in Airflow's triggerer emits a `<model>.landed` Asset event, which starts this DAG:
 
 - **S3 (production)**: S3 event notifications of the model's prefix go to its SQS queue
-  (`MLOPS_LANDING_QUEUE_URL`, wired by `python -m mlops.landing_events setup`); the watcher receives and
+  (`MLOPS_LANDING_QUEUE_URL`, wired by `python -m mlops.data.landing_events setup`); the watcher receives and
   deletes them. S3's `s3:TestEvent` and events of files already ingested find no pending day: the run skips.
 - **Local folder**: the producer then writes the ready flag (`source.ready_flag`, `_READY` by default); the
   watcher deletes it.
@@ -35,8 +35,8 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from mlops.config import ModelConfig
-from mlops.dagkit import (
+from mlops.core.config import ModelConfig
+from mlops.orchestration.dagkit import (
     default_args,
     features_asset,
     generate_dags,
@@ -66,15 +66,15 @@ def build_landing_dag(cfg: ModelConfig) -> Any:
     def landing_pipeline() -> None:
         @task
         def find_new_batches() -> list[str]:
-            from mlops import pipeline
+            from mlops.data import steps as data_steps
 
-            return run_step(pipeline.pending_landed_days, model)
+            return run_step(data_steps.pending_landed_days, model)
 
         @task(outlets=[features_asset(model), labels_asset(model)])
         def process(days: list[str]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.data import steps as data_steps
 
-            result = run_step(pipeline.process_landed, model, days)
+            result = run_step(data_steps.process_landed, model, days)
             if not result["intervals"]:  # a failed task emits no Asset event
                 raise AirflowFailException("every landed batch was quarantined: " + " | ".join(result["quarantined"]))
             extra = {"intervals": result["intervals"], "rows": result["rows"]}

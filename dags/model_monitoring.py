@@ -28,7 +28,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlops.dagkit import (
+from mlops.orchestration.dagkit import (
     default_args,
     doctor_task,
     drift_asset,
@@ -58,7 +58,7 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
     def monitoring_pipeline() -> None:
         @task
         def monitor() -> dict[str, Any]:
-            from mlops import monitoring
+            from mlops.quality import monitoring
 
             context = get_current_context()
             intervals = requested_intervals(
@@ -91,7 +91,7 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
 
         @task
         def circuit_breaker(monitored: dict[str, Any]) -> dict[str, Any]:
-            from mlops import monitoring
+            from mlops.quality import monitoring
 
             context = get_current_context()
             return run_step(

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from mlops.dagkit import default_args, doctor_task, generate_dags
+from mlops.orchestration.dagkit import default_args, doctor_task, generate_dags
 
 START = datetime(2026, 1, 1)
 
@@ -48,8 +48,8 @@ def build_rollback_dag(model: str, owner: str) -> Any:
         def rollback() -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from mlops import registry
-            from mlops.pipeline import GateFailed
+            from mlops.core.errors import GateFailed
+            from mlops.model import registry
 
             context = get_current_context()
             params = context["params"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
-from mlops.dagkit import (
+from mlops.orchestration.dagkit import (
     default_args,
     features_asset,
     generate_dags,
@@ -48,7 +48,8 @@ def build_scoring_dag(model: str, owner: str) -> Any:
     def scoring_pipeline() -> None:
         @task(outlets=[predictions_asset(model)])
         def score() -> dict[str, Any]:
-            from mlops import monitoring, scoring
+            from mlops.model import scoring
+            from mlops.quality import monitoring
 
             context = get_current_context()
             intervals = requested_intervals(context, features_asset(model), lambda: monitoring.scoring_backlog(model))

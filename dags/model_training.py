@@ -11,7 +11,7 @@ monitoring emits a `<model>.drift` Asset event (`AssetOrTimeSchedule`), OR, with
    retrain (a burst of events, merged or not, yields one retrain; a failed retrain counts too, so there
    is no retry storm).
 1. **build_training_set**: point-in-time correct training set from Feast's offline store for the window.
-2. **train**: the training CLI (`python -m mlops.train`), as a GPU pod through the house
+2. **train**: the training CLI (`python -m mlops.model.train`), as a GPU pod through the house
    KubernetesPodOperator in production, as a local process otherwise. Logs everything to MLflow.
 3. **gates** (each an HTML report, also logged to the MLflow run): `gate_drift` (Evidently data drift
    vs the newest validated batch), `gate_quality` (holdout metrics), `gate_fairness` (fairlearn group
@@ -46,8 +46,9 @@ from airflow.sdk import (
     task,
 )
 
-from mlops.config import ModelConfig
-from mlops.dagkit import (
+from mlops.core.config import ModelConfig
+from mlops.model.estimators import params_json_schema
+from mlops.orchestration.dagkit import (
     cron,
     default_args,
     doctor_task,
@@ -58,7 +59,6 @@ from mlops.dagkit import (
     training_backend,
     triggering_extras,
 )
-from mlops.estimators import params_json_schema
 
 START = datetime(2026, 1, 1)
 TRAINING_SET = "build_training_set"
@@ -83,7 +83,7 @@ def _checked_estimator_params(cfg: ModelConfig, params: Any) -> dict[str, Any]:
     """The form's estimator overrides, checked by the config loader's own function; a bad one fails the run now."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from mlops.config import ConfigError, check_estimator_overrides
+    from mlops.core.config import ConfigError, check_estimator_overrides
 
     overrides = params["estimator_params"]
     try:
@@ -127,7 +127,7 @@ def _params(cfg: ModelConfig) -> dict[str, Param]:
 def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
     """Training: the house GPU pod in production, the same CLI as a local process elsewhere."""
     if training_backend() == "kubernetes":
-        from mlops.pod import gpu_pod_operator
+        from mlops.orchestration.pod import gpu_pod_operator
 
         xcom = f"ti.xcom_pull(task_ids='{TRAINING_SET}')"
         pod = gpu_pod_operator(
@@ -157,12 +157,12 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
 
     @task(task_id="train")
     def train_locally(training_set: dict[str, Any]) -> dict[str, Any]:
-        from mlops import pipeline
+        from mlops.model import launch
 
         dag_id, run_id = _run_id()
         params = get_current_context()["params"]
         return run_step(
-            pipeline.train_local,
+            launch.train_local,
             cfg.name,
             training_set,
             run_name=f"{dag_id}/{run_id}",
@@ -196,7 +196,8 @@ def build_training_dag(cfg: ModelConfig) -> Any:
         def plan_training() -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from mlops import monitoring, pipeline
+            from mlops.features import steps as feature_steps
+            from mlops.quality import monitoring
 
             context = get_current_context()
             params = context["params"]
@@ -205,7 +206,9 @@ def build_training_dag(cfg: ModelConfig) -> Any:
             labels = triggering_extras(context, labels_asset(model))
             if not events and not labels:
                 # The window is fixed here, so a cleared or retried run trains on the same days.
-                first, last = run_step(pipeline.training_window, model, params["window_end"], params["window_days"])
+                first, last = run_step(
+                    feature_steps.training_window, model, params["window_end"], params["window_days"]
+                )
                 return {
                     "trigger": str(getattr(context["dag_run"], "run_type", "manual")),
                     "window_end": last.isoformat(),
@@ -222,7 +225,7 @@ def build_training_dag(cfg: ModelConfig) -> Any:
                 )
             # The window ends at the newest validated day: it holds every drifted or newly landed batch.
             drifted_until, window_days = monitoring.retrain_window(events, params["window_days"])
-            newest = run_step(pipeline.training_window, model, None, window_days)[1].isoformat()
+            newest = run_step(feature_steps.training_window, model, None, window_days)[1].isoformat()
             window_end = max(drifted_until or newest, newest)
             return {
                 "trigger": trigger,
@@ -234,44 +237,44 @@ def build_training_dag(cfg: ModelConfig) -> Any:
 
         @task(task_id=TRAINING_SET)
         def build_training_set(plan: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.features import steps as feature_steps
 
             _, run_id = _run_id()
-            result = run_step(pipeline.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
+            result = run_step(feature_steps.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
             return {**result, "trigger": plan["trigger"]}
 
         @task
         def gate_drift(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.quality import steps as gate_steps
 
-            return run_step(pipeline.gate_drift, model, trained, _run_id()[1])
+            return run_step(gate_steps.gate_drift, model, trained, _run_id()[1])
 
         @task
         def gate_quality(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.quality import steps as gate_steps
 
-            return run_step(pipeline.gate_quality, model, trained, _run_id()[1])
+            return run_step(gate_steps.gate_quality, model, trained, _run_id()[1])
 
         @task
         def gate_fairness(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.quality import steps as gate_steps
 
-            return run_step(pipeline.gate_fairness, model, trained, _run_id()[1])
+            return run_step(gate_steps.gate_fairness, model, trained, _run_id()[1])
 
         @task
         def gate_champion(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.quality import steps as gate_steps
 
             force = bool(get_current_context()["params"]["force"])
-            return run_step(pipeline.gate_champion, model, trained, _run_id()[1], force=force)
+            return run_step(gate_steps.gate_champion, model, trained, _run_id()[1], force=force)
 
         @task
         def register(trained: dict[str, Any], training_set: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.model import steps as model_steps
 
             dag_id, run_id = _run_id()
             return run_step(
-                pipeline.register,
+                model_steps.register,
                 model,
                 trained,
                 training_set,
@@ -282,14 +285,14 @@ def build_training_dag(cfg: ModelConfig) -> Any:
 
         @task.branch
         def approval_route() -> str:
-            from mlops import pipeline
+            from mlops.model import steps as model_steps
 
             requested = get_current_context()["params"]["require_approval"]
-            return "approve_promotion" if pipeline.needs_approval(cfg, requested) else "auto_approve"
+            return "approve_promotion" if model_steps.needs_approval(cfg, requested) else "auto_approve"
 
         @task(trigger_rule="none_failed_min_one_success")
         def promote(registered: dict[str, Any]) -> dict[str, Any]:
-            from mlops import pipeline
+            from mlops.model import steps as model_steps
 
             context = get_current_context()
             approval = context["ti"].xcom_pull(task_ids="approve_promotion")
@@ -297,7 +300,7 @@ def build_training_dag(cfg: ModelConfig) -> Any:
             if approval:
                 from airflow.sdk.exceptions import AirflowFailException
 
-                from mlops.approval import SelfApprovalError, approver
+                from mlops.model.approval import SelfApprovalError, approver
 
                 if "Approve" not in approval.get("chosen_options", []):
                     raise ValueError(f"promotion was not approved: {approval}")
@@ -308,7 +311,7 @@ def build_training_dag(cfg: ModelConfig) -> Any:
                 reason = "approved in Airflow"
             dag_id, run_id = _run_id()
             return run_step(
-                pipeline.promote,
+                model_steps.promote,
                 model,
                 registered["version"],
                 actor=actor,

@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
+sys.path.insert(0, str(REPO / "deploy"))  # deploycheck: the deployment's rule checkers, run by tests and compose
 
 # Before anything imports Airflow: a fresh AIRFLOW_HOME of this session's own, never the demo's (which
 # `make` exports) nor an earlier session's, whose rows (e.g. encrypted watcher triggers) would leak in.
@@ -29,6 +30,14 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ["DO_NOT_TRACK"] = "1"
 
 pytest_plugins = ["production_stack"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Feast without typeguard's import-time recompilation in this process (see mlops.features.boot)."""
+    from mlops.features import boot
+
+    boot.install()
+
 
 MODELS = ["credit_risk", "tumor_diagnosis"]
 

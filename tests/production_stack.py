@@ -254,7 +254,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     import redis
     from cryptography.fernet import Fernet
 
-    from mlops.services import AirflowServices
+    from mlops_dev.services import AirflowServices
 
     root = tmp_path_factory.mktemp("production-stack")
     logs = root / "logs"
@@ -307,7 +307,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         config = yaml.safe_load((REPO / "include" / "models" / f"{MODEL}.yaml").read_text())
         config["training"]["schedule"] = None  # every training run here is triggered through the API or UI
         (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
-        from mlops.signing import ensure_local_key
+        from mlops.model.signing import ensure_local_key
 
         signing_key = ensure_local_key(root / "keys")  # production has no default key: the stack brings one
         env = {
@@ -341,7 +341,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         saved = dict(os.environ)
         os.environ.update(env)
         try:
-            from mlops.settings import get_settings
+            from mlops.core.settings import get_settings
 
             services = AirflowServices(get_settings(), logs / "airflow", extra_env=airflow)
         finally:
@@ -390,7 +390,7 @@ def _keys(aws: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack_with_data(production_stack: Stack) -> Stack:
     """DAYS labelled batches landed in S3 and taken through `<model>__data` via the REST API."""
-    from mlops.datagen import GENERATORS
+    from mlops_dev.datagen import GENERATORS
 
     stack = production_stack
     if stack.data_runs:

@@ -21,7 +21,9 @@ RUN pip install --no-cache-dir \
 
 # The code is baked in so the image runs on its own (Celery workers on other hosts, KubernetesExecutor);
 # docker-compose.yaml bind-mounts the same folders read-only over these for a live checkout.
-COPY --chown=airflow:0 include/ /opt/airflow/include/
+# Only the product package and the model configs: development tools (include/mlops_dev) stay out.
+COPY --chown=airflow:0 include/mlops/ /opt/airflow/include/mlops/
+COPY --chown=airflow:0 include/models/ /opt/airflow/include/models/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 feature_repo/ /opt/airflow/feature_repo/
@@ -29,7 +31,7 @@ COPY --chown=airflow:0 feature_repo/ /opt/airflow/feature_repo/
 # Mount points of the named volumes, created here so the volumes start owned by airflow.
 RUN mkdir -p /opt/airflow/state /opt/airflow/auth /opt/airflow/.kube
 
-# mlops.settings derives REPO_ROOT from include/'s location: /opt/airflow holds dags/, include/models/
+# mlops.core.settings derives REPO_ROOT from include/'s location: /opt/airflow holds dags/, include/models/
 # and feature_repo/ exactly as the repository does.
 ENV PYTHONPATH=/opt/airflow/include \
     MLOPS_STATE_DIR=/opt/airflow/state \

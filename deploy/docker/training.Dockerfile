@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Training image: `python -m mlops.train`, run by the house KubernetesPodOperator (include/mlops/pod.py)
+# Training image: `python -m mlops.model.train`, run by the house KubernetesPodOperator (include/mlops/orchestration/pod.py)
 # on a GPU node, or with `docker run` anywhere. Build from the repository root and push it where the
 # cluster pulls from (the tag is MLOPS_TRAINING_IMAGE / pod.py's DEFAULT_IMAGE):
 #
@@ -8,7 +8,7 @@
 # GPU: the `xgboost` wheel from PyPI is built with CUDA 12 and carries its CUDA runtime (NCCL comes as
 # the nvidia-nccl-cu12 wheel), so a slim Python base is enough: only the NVIDIA driver is needed, and
 # the NVIDIA container toolkit (through the device plugin / GPU operator) mounts it, with nvidia-smi,
-# into a pod that is given an nvidia.com/gpu. mlops.train.gpu_visible() asks nvidia-smi: when it lists
+# into a pod that is given an nvidia.com/gpu. mlops.model.train.gpu_visible() asks nvidia-smi: when it lists
 # a GPU, XGBoost runs with device="cuda"; on a node without one (or CUDA_VISIBLE_DEVICES empty or -1)
 # it falls back to device="cpu". Other estimators (scikit-learn) always run on the CPU.
 FROM python:3.11.14-slim-bookworm
@@ -33,9 +33,10 @@ RUN pip install -c /tmp/build/requirements.txt \
 RUN groupadd --system --gid 10001 mlops \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin mlops
 
-# mlops.settings derives REPO_ROOT from include/'s location: /opt/mlops/include/models holds the
+# mlops.core.settings derives REPO_ROOT from include/'s location: /opt/mlops/include/models holds the
 # model configs the CLI reads. Owned by root and compiled here: the running user writes nothing there.
-COPY include/ /opt/mlops/include/
+COPY include/mlops/ /opt/mlops/include/mlops/
+COPY include/models/ /opt/mlops/include/models/
 RUN python -m compileall -q /opt/mlops/include
 
 # Read-only root filesystem: pod.py mounts an emptyDir at /tmp and nothing else is writable (KPO adds
@@ -51,4 +52,4 @@ ENV PYTHONPATH=/opt/mlops/include \
 
 USER 10001:10001
 WORKDIR /tmp
-ENTRYPOINT ["python", "-m", "mlops.train"]
+ENTRYPOINT ["python", "-m", "mlops.model.train"]

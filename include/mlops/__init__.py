@@ -1,9 +1,6 @@
-"""MLOps platform library: the typed, Airflow-free logic behind the DAGs in ``dags/``."""
+"""MLOps platform library: the typed, Airflow-free logic behind the DAGs in ``dags/``.
 
-from __future__ import annotations
-
-from mlops import feastboot as _feastboot
+Importing it has no side effects; see ARCHITECTURE.md for the packages and what each owns.
+"""
 
 __version__ = "0.1.0"
-
-_feastboot.install()  # Feast without typeguard's import-time recompilation (see mlops.feastboot)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlops import bench
+from mlops_dev import bench
 
 
 def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Path, tmp_path: Path) -> None:

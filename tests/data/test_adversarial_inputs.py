@@ -28,12 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.pandas import column, data_frames
 
-from mlops import pipeline, snapshots
-from mlops.config import load_config
-from mlops.datagen import GENERATORS
-from mlops.settings import REPO_ROOT, get_settings
-from mlops.storage import open_store
-from mlops.validate import BatchReadError, coerce_types, read_batch
+from mlops.core import errors
+from mlops.core.config import load_config
+from mlops.core.settings import REPO_ROOT, get_settings
+from mlops.core.storage import open_store
+from mlops.data import snapshots
+from mlops.data import steps as data_steps
+from mlops.data.validate import BatchReadError, coerce_types, read_batch
+from mlops.features import steps as feature_steps
+from mlops_dev.datagen import GENERATORS
 
 MODEL = "credit_risk"
 ROWS = 60
@@ -299,17 +302,17 @@ class Landing:
 def _process_pending() -> dict[date, tuple[str, str]]:
     """The landing watcher's per-day steps (ingest, GX gate and publish, materialize) for every pending day."""
     outcomes: dict[date, tuple[str, str]] = {}
-    for day in pipeline.pending_landed_days(MODEL):
+    for day in data_steps.pending_landed_days(MODEL):
         start = datetime.fromisoformat(day).replace(tzinfo=UTC)
         end = start + timedelta(days=1)
         try:
-            ingested = pipeline.ingest(MODEL, start, end)
-            validated = pipeline.validate(MODEL, ingested["interval"], start, end)
-            pipeline.materialize(MODEL, start, end)
+            ingested = data_steps.ingest(MODEL, start, end)
+            validated = data_steps.validate(MODEL, ingested["interval"], start, end)
+            feature_steps.materialize(MODEL, start, end)
             outcomes[date.fromisoformat(day)] = ("published", str(validated["rows"]))
-        except pipeline.GateFailed as exc:
+        except errors.GateFailed as exc:
             outcomes[date.fromisoformat(day)] = ("quarantined", str(exc))
-        except pipeline.NothingToDo as exc:
+        except errors.NothingToDo as exc:
             outcomes[date.fromisoformat(day)] = ("nothing", str(exc))
     return outcomes
 
@@ -317,7 +320,7 @@ def _process_pending() -> dict[date, tuple[str, str]]:
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Landing]:
     """Every class landed at once beside good days, then one processing pass over all of it."""
-    from mlops.ingest import landing_store, scan_landing
+    from mlops.data.ingest import landing_store, scan_landing
 
     root = tmp_path_factory.mktemp("adversarial")
     state = root / "state"
@@ -347,11 +350,11 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Landing]:
         (landing / "_READY").write_bytes(b"")  # the producer's flag: neither a batch nor reported
 
         outcomes = _process_pending()
-        from mlops.config import get_config
+        from mlops.core.config import get_config
 
         cfg = get_config(MODEL).config
         ignored_lines = scan_landing(cfg, landing_store(cfg, get_settings())).ignored
-        published = {day: pipeline.read_validated(MODEL, [day]) for day in pipeline.validated_days(MODEL)}
+        published = {day: data_steps.read_validated(MODEL, [day]) for day in data_steps.validated_days(MODEL)}
         yield Landing(state, landing, content, ignored_names, outcomes, ignored_lines, published)
 
 
@@ -449,8 +452,8 @@ def test_every_day_settled_once_and_good_days_proceeded(landed: Landing) -> None
         mp.setenv("MLOPS_STATE_DIR", str(landed.state))
         mp.setenv("MLOPS_MODELS_DIR", str(landed.state.parent / "models"))
         mp.setenv("MLOPS_ENV", "local")
-        with pytest.raises(pipeline.NothingToDo, match="no new batch"):
-            pipeline.pending_landed_days(MODEL)
+        with pytest.raises(errors.NothingToDo, match="no new batch"):
+            data_steps.pending_landed_days(MODEL)
 
 
 # ----------------------------------------------------------------------------- re-landing, in order
@@ -464,8 +467,8 @@ def _land(state: Path, name: str, data: bytes) -> None:
 
 def _run_day(day: date) -> dict[str, Any]:
     start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    ingested = pipeline.ingest(MODEL, start, start + timedelta(days=1))
-    return pipeline.validate(MODEL, ingested["interval"], start, start + timedelta(days=1))
+    ingested = data_steps.ingest(MODEL, start, start + timedelta(days=1))
+    return data_steps.validate(MODEL, ingested["interval"], start, start + timedelta(days=1))
 
 
 def _sha(data: bytes) -> str:
@@ -482,12 +485,12 @@ def test_corrected_reland_replaces_the_days_snapshot_and_keeps_history(state_dir
     assert old["published"] and old["rows"] == ROWS
     snapshots.mark_materialized(lake, MODEL, FIRST)
     _land(state_dir, f"{FIRST}.csv", corrected)  # the producer re-lands the day, corrected
-    assert pipeline.pending_landed_days(MODEL) == [FIRST.isoformat()]
+    assert data_steps.pending_landed_days(MODEL) == [FIRST.isoformat()]
     new = _run_day(FIRST)
     assert new["published"] and new["replaced"] == old["snapshot"] != new["snapshot"]
     partition = state_dir / "lake" / "validated" / MODEL / f"date={FIRST}"
     assert [p.name for p in partition.iterdir()] == ["data.parquet"]  # one version of the day, not two
-    frame = pipeline.read_validated(MODEL, [FIRST])
+    frame = data_steps.read_validated(MODEL, [FIRST])
     assert len(frame) == 70 and _no_repeated_keys(frame)
     record = snapshots.current(lake, MODEL, FIRST)
     assert record is not None and record.raw_batches == [_sha(corrected)]
@@ -508,17 +511,17 @@ def test_same_bytes_relanded_do_nothing_and_emit_nothing(state_dir: Path) -> Non
     # finishes the day without publishing again ...
     again = _run_day(FIRST)
     assert again["published"] is False and again["rows"] == ROWS
-    assert pipeline.materialize(MODEL, start, end)["rows"] == ROWS
+    assert feature_steps.materialize(MODEL, start, end)["rows"] == ROWS
     # ... and once it is online, whoever comes second skips at every step (a skipped task emits no event).
-    with pytest.raises(pipeline.NothingToDo, match="already online"):
-        pipeline.materialize(MODEL, start, end)
-    with pytest.raises(pipeline.NothingToDo, match="already published and online"):
-        pipeline.validate(MODEL, FIRST.isoformat(), start, end)
+    with pytest.raises(errors.NothingToDo, match="already online"):
+        feature_steps.materialize(MODEL, start, end)
+    with pytest.raises(errors.NothingToDo, match="already published and online"):
+        data_steps.validate(MODEL, FIRST.isoformat(), start, end)
     _land(state_dir, f"{FIRST}.csv", data)  # the same bytes re-landed: nothing to do
-    with pytest.raises(pipeline.NothingToDo, match="no new batch"):
-        pipeline.pending_landed_days(MODEL)
-    with pytest.raises(pipeline.NothingToDo, match="already published"):
-        pipeline.ingest(MODEL, start, end)
+    with pytest.raises(errors.NothingToDo, match="no new batch"):
+        data_steps.pending_landed_days(MODEL)
+    with pytest.raises(errors.NothingToDo, match="already published"):
+        data_steps.ingest(MODEL, start, end)
     assert len(snapshots.history(lake, MODEL, FIRST)) == 1
 
 
@@ -533,8 +536,8 @@ def test_two_runs_at_once_for_one_day_publish_it_once(state_dir: Path) -> None:
 
 
 def test_leftover_files_in_a_partition_are_never_read(state_dir: Path) -> None:
-    from mlops import features
-    from mlops.config import get_config
+    from mlops.core.config import get_config
+    from mlops.features import store as features
 
     _land(state_dir, f"{FIRST}.csv", _csv(_frame(FIRST)))
     _run_day(FIRST)
@@ -545,8 +548,8 @@ def test_leftover_files_in_a_partition_are_never_read(state_dir: Path) -> None:
     (partition / "0123456789abcdef.parquet").write_bytes(_parquet_bytes)  # a stale second version
     (state_dir / "lake" / ".staging").mkdir(exist_ok=True)
     (state_dir / "lake" / ".staging" / "data.parquet.1.abc").write_bytes(b"partial")
-    assert pipeline.validated_days(MODEL) == [FIRST]
-    assert len(pipeline.read_validated(MODEL, [FIRST])) == ROWS
+    assert data_steps.validated_days(MODEL) == [FIRST]
+    assert len(data_steps.read_validated(MODEL, [FIRST])) == ROWS
     start = datetime.combine(FIRST, datetime.min.time(), tzinfo=UTC)
     labels = features.labels_for_window(get_config(MODEL).config, start, start + timedelta(days=1))
     assert len(labels) == ROWS and _no_repeated_keys(labels)
@@ -574,21 +577,21 @@ def test_a_write_cut_short_leaves_the_old_object_and_nothing_in_the_partition(tm
 def test_size_limits_are_checked_before_any_byte_is_parsed(
     state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlops.validate
+    import mlops.data.validate
 
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(_models_dir(tmp_path)))
     parsed: list[str] = []
-    real = mlops.validate.read_batch
+    real = mlops.data.validate.read_batch
 
     def spy(data: bytes, fmt: str, **kwargs: Any) -> pd.DataFrame:
         parsed.append(kwargs["name"])
         return real(data, fmt, **kwargs)
 
-    monkeypatch.setattr(mlops.validate, "read_batch", spy)
+    monkeypatch.setattr(mlops.data.validate, "read_batch", spy)
     big = _padded(200)(FIRST)
     assert len(big) > MAX_FILE_MB * 2**20
     _land(state_dir, f"{FIRST}.csv", big)
-    with pytest.raises(pipeline.GateFailed, match=r"2026-03-01.csv is 0\.0\d+ MiB, over data_quality.max_file_mb 0.02"):
+    with pytest.raises(errors.GateFailed, match=r"2026-03-01.csv is 0\.0\d+ MiB, over data_quality.max_file_mb 0.02"):
         _run_day(FIRST)
     assert parsed == []  # refused from the store's size alone
     assert _kept_raw(state_dir, big)

@@ -13,9 +13,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from mlops.config import ModelConfig, get_config
-from mlops.datagen import GENERATORS, main, write_batches
-from mlops.datagen.credit import generate_credit_batch
+from mlops.core.config import ModelConfig, get_config
+from mlops_dev.datagen import GENERATORS, main, write_batches
+from mlops_dev.datagen.credit import generate_credit_batch
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "include" / "models"
 MODELS = sorted(GENERATORS)

@@ -11,8 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops import pipeline
-from mlops.datagen import GENERATORS
+from mlops.core import errors
+from mlops.data import steps as data_steps
+from mlops.features import steps as feature_steps
+from mlops_dev.datagen import GENERATORS
 
 DAY = date(2026, 3, 1)
 START, END = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
@@ -68,9 +70,9 @@ def test_bad_batch_is_quarantined_with_a_clear_reason(case: str, state_dir: Path
     content = make()
     (landing / f"{DAY}.{fmt}").write_bytes(content)
 
-    ingested = pipeline.ingest("credit_risk", START, END)
-    with pytest.raises(pipeline.GateFailed) as failure:
-        pipeline.validate("credit_risk", ingested["interval"], START, END)
+    ingested = data_steps.ingest("credit_risk", START, END)
+    with pytest.raises(errors.GateFailed) as failure:
+        data_steps.validate("credit_risk", ingested["interval"], START, END)
     message = str(failure.value)
     assert "\n" not in message
     assert expected in message, message
@@ -92,12 +94,12 @@ def test_duplicate_batch_is_rejected(state_dir: Path) -> None:
     landing.mkdir(parents=True)
     content = _csv(_good())
     (landing / "2026-03-01.csv").write_bytes(content)
-    first = pipeline.ingest("credit_risk", START, END)
-    assert pipeline.validate("credit_risk", first["interval"], START, END)["rows"] == 200
+    first = data_steps.ingest("credit_risk", START, END)
+    assert data_steps.validate("credit_risk", first["interval"], START, END)["rows"] == 200
     (landing / "2026-03-02.csv").write_bytes(content)
-    with pytest.raises(pipeline.GateFailed, match=r"duplicate batch rejected .* 2026-03-02\.csv"):
-        pipeline.ingest("credit_risk", END, datetime(2026, 3, 3, tzinfo=UTC))
-    assert pipeline.validated_days("credit_risk") == [DAY]
+    with pytest.raises(errors.GateFailed, match=r"duplicate batch rejected .* 2026-03-02\.csv"):
+        data_steps.ingest("credit_risk", END, datetime(2026, 3, 3, tzinfo=UTC))
+    assert data_steps.validated_days("credit_risk") == [DAY]
 
 
 def test_rerunning_an_interval_changes_nothing(state_dir: Path) -> None:
@@ -105,8 +107,8 @@ def test_rerunning_an_interval_changes_nothing(state_dir: Path) -> None:
     landing.mkdir(parents=True)
     (landing / "2026-03-01.csv").write_bytes(_csv(_good()))
     for _ in range(2):
-        ingested = pipeline.ingest("credit_risk", START, END)
-        result = pipeline.validate("credit_risk", ingested["interval"], START, END)
+        ingested = data_steps.ingest("credit_risk", START, END)
+        result = data_steps.validate("credit_risk", ingested["interval"], START, END)
     assert ingested["new_objects"] == 0
     files = sorted((state_dir / "lake" / "validated").rglob("*.parquet"))
     assert [str(p) for p in files] == [str(state_dir / "lake" / k) for k in result["validated"]]
@@ -114,8 +116,8 @@ def test_rerunning_an_interval_changes_nothing(state_dir: Path) -> None:
 
 
 def test_no_landed_batch_skips(state_dir: Path) -> None:
-    with pytest.raises(pipeline.NothingToDo, match="no batch landed"):
-        pipeline.ingest("credit_risk", START, END)
+    with pytest.raises(errors.NothingToDo, match="no batch landed"):
+        data_steps.ingest("credit_risk", START, END)
 
 
 def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
@@ -126,7 +128,7 @@ def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
     good = GENERATORS["credit_risk"](date(2026, 3, 2), rows_per_batch=200)
     (landing / "2026-03-01.csv").write_bytes(_with("age", 250)())
     (landing / "2026-03-02.csv").write_bytes(_csv(good))
-    assert pipeline.pending_landed_days("credit_risk") == ["2026-03-01", "2026-03-02"]
+    assert data_steps.pending_landed_days("credit_risk") == ["2026-03-01", "2026-03-02"]
 
     run = run_dag("credit_risk__landing", full=True)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
@@ -135,11 +137,11 @@ def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
     assert processed["intervals"] == ["2026-03-02"] and processed["rows"] == 200
     (line,) = processed["quarantined"]
     assert "2026-03-01" in line and "age: values between 18 and 100" in line and "\n" not in line
-    assert pipeline.validated_days("credit_risk") == [date(2026, 3, 2)]
+    assert data_steps.validated_days("credit_risk") == [date(2026, 3, 2)]
     assert (landing / "2026-03-01.csv").exists()  # nothing deleted
     # Both days' content is in the raw store now: nothing is pending, and a rerun has nothing to do.
-    with pytest.raises(pipeline.NothingToDo, match="no new batch"):
-        pipeline.pending_landed_days("credit_risk")
+    with pytest.raises(errors.NothingToDo, match="no new batch"):
+        data_steps.pending_landed_days("credit_risk")
 
 
 def _asset_events(asset: str, run_id: str) -> int:
@@ -185,7 +187,7 @@ def test_a_day_goes_through_the_landing_watcher_or_the_daily_dag_not_both(
     third = run_dag("credit_risk__landing", full=True)
     assert _states(third)["find_new_batches"] == "skipped"
     assert _asset_events("credit_risk.features", third.run_id) == 0
-    assert pipeline.validated_days("credit_risk") == [DAY]
+    assert data_steps.validated_days("credit_risk") == [DAY]
 
 
 def _states(dag_run: Any) -> dict[str, str]:
@@ -202,15 +204,15 @@ def test_corrected_day_trains_once_and_the_lineage_names_the_corrected_batch(sta
     content = {day: _csv(GENERATORS["credit_risk"](day, rows_per_batch=200)) for day in days}
     for day, data in content.items():
         (landing / f"{day}.csv").write_bytes(data)
-    assert pipeline.process_landed("credit_risk", pipeline.pending_landed_days("credit_risk"))["rows"] == 600
+    assert data_steps.process_landed("credit_risk", data_steps.pending_landed_days("credit_risk"))["rows"] == 600
 
     corrected = GENERATORS["credit_risk"](days[1], rows_per_batch=150, seed=11)
     (landing / f"{days[1]}.csv").write_bytes(_csv(corrected))  # the producer re-lands 03-02, corrected
-    assert pipeline.pending_landed_days("credit_risk") == [days[1].isoformat()]
-    again = pipeline.process_landed("credit_risk", [days[1].isoformat()])
+    assert data_steps.pending_landed_days("credit_risk") == [days[1].isoformat()]
+    again = data_steps.process_landed("credit_risk", [days[1].isoformat()])
     assert again["intervals"] == [days[1].isoformat()] and again["rows"] == 150
 
-    built = pipeline.build_training_set("credit_risk", "run-1", window_end=days[-1].isoformat(), window_days=3)
+    built = feature_steps.build_training_set("credit_risk", "run-1", window_end=days[-1].isoformat(), window_days=3)
     frame = pd.read_parquet(built["uri"])
     assert built["rows"] == len(frame) == 200 + 150 + 200
     assert not frame.duplicated(["customer_id", "event_timestamp"]).any()

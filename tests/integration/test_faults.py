@@ -129,7 +129,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _land(stack: Stack, day: date) -> bytes:
-    from mlops.datagen import GENERATORS
+    from mlops_dev.datagen import GENERATORS
 
     content: bytes = GENERATORS[MODEL](day, rows_per_batch=ROWS).to_csv(index=False).encode()
     stack.s3().put_object(Bucket=stack.buckets["landing"], Key=f"landing/{MODEL}/{day}.csv", Body=content)
@@ -140,24 +140,27 @@ def _assert_day_once(day: date, content: bytes) -> None:
     """The day's batch is in the raw store byte for byte, once, and validated once (no doubled rows)."""
     import pandas as pd
 
-    from mlops import pipeline, snapshots
-    from mlops.config import get_config
-    from mlops.ingest import pending_days, raw_store, read_manifest
-    from mlops.snapshots import SNAPSHOT_FILE
+    from mlops.core import lake as lake_io
+    from mlops.core.config import get_config
+    from mlops.core.settings import get_settings
+    from mlops.data import snapshots
+    from mlops.data import steps as data_steps
+    from mlops.data.ingest import pending_days, raw_store, read_manifest
+    from mlops.data.snapshots import SNAPSHOT_FILE
 
     cfg = get_config(MODEL).config
-    raw = raw_store(cfg, pipeline.get_settings())
+    raw = raw_store(cfg, get_settings())
     sha = hashlib.sha256(content).hexdigest()
     assert raw.get(f"objects/{sha[:2]}/{sha}.csv") == content  # raw bytes kept
     assert [k for k in raw.list("objects/") if sha in k] == [f"objects/{sha[:2]}/{sha}.csv"]
     assert json.loads(raw.get(f"index/{sha}.json"))["interval"] == day.isoformat()
     assert [f.sha256 for f in read_manifest(cfg, day.isoformat())] == [sha]
-    lake = pipeline._lake(pipeline.get_settings())
+    lake = lake_io.open_lake(get_settings())
     partitions = lake.list(f"validated/{MODEL}/date={day}/")
     assert partitions == [f"validated/{MODEL}/date={day}/{SNAPSHOT_FILE}"], partitions  # one published snapshot
     record = snapshots.current(lake, MODEL, day)
     assert record is not None and record.materialized_at, record  # online once
-    validated = pipeline.read_validated(MODEL, [day])
+    validated = data_steps.read_validated(MODEL, [day])
     landed = pd.read_csv(io.BytesIO(content))
     assert len(validated) == len(landed) == ROWS
     assert not validated.duplicated().any()
@@ -165,7 +168,7 @@ def _assert_day_once(day: date, content: bytes) -> None:
 
 
 def _assert_doctor_clean(model: str) -> None:
-    from mlops.registry import doctor
+    from mlops.model.registry import doctor
 
     report = doctor(model)
     assert report.findings == [], [f.line() for f in report.findings]
@@ -173,8 +176,7 @@ def _assert_doctor_clean(model: str) -> None:
 
 def _experiment_runs(model: str, run_name: str) -> list[Any]:
     import mlflow
-
-    from mlops.tracking import client, configure
+    from mlops.core.tracking import client, configure
 
     configure()
     experiment = mlflow.get_experiment_by_name(model)
@@ -230,7 +232,8 @@ def landed_together(production_stack: Stack) -> dict[date, bytes]:
         contents = {day: _land(production_stack, day) for day in DAYS_TOGETHER}
         code = (  # the landing task's call; NothingToDo is its skip ("nothing left to process")
             "import json, sys\n"
-            "from mlops.pipeline import NothingToDo, process_landed\n"
+            "from mlops.core.errors import NothingToDo\n"
+            "from mlops.data.steps import process_landed\n"
             "try:\n"
             "    done = process_landed(sys.argv[1], sys.argv[2:])['intervals']\n"
             "except NothingToDo:\n"
@@ -255,9 +258,9 @@ def landed_together(production_stack: Stack) -> dict[date, bytes]:
 @pytest.fixture(scope="module")
 def training_set(production_stack: Stack, landed_together: dict[date, bytes]) -> dict[str, Any]:
     with production_stack.project_env():
-        from mlops import pipeline
+        from mlops.features import steps as feature_steps
 
-        return pipeline.build_training_set(
+        return feature_steps.build_training_set(
             MODEL, "faults", window_end=DAYS_TOGETHER[-1].isoformat(), window_days=len(DAYS_TOGETHER)
         )
 
@@ -266,12 +269,12 @@ def training_set(production_stack: Stack, landed_together: dict[date, bytes]) ->
 def killed_training(production_stack: Stack, training_set: dict[str, Any]) -> dict[str, Any]:
     """A training attempt SIGKILLed while it logs to MLflow, then the task's retry (which trains)."""
     with production_stack.project_env():
-        from mlops import pipeline
-        from mlops.tracking import client
+        from mlops.core.tracking import client
+        from mlops.model import launch
 
         run_name = "faults-sigkill"
         thread, outcome = _in_thread(
-            lambda: pipeline.train_local(MODEL, training_set, run_name=run_name, estimator_params=SLOW_TRAINING)
+            lambda: launch.train_local(MODEL, training_set, run_name=run_name, estimator_params=SLOW_TRAINING)
         )
         pid, mlflow_run = _wait_for_training(run_name, thread)
         os.kill(pid, signal.SIGKILL)
@@ -281,9 +284,7 @@ def killed_training(production_stack: Stack, training_set: dict[str, Any]) -> di
             "mlflow_run": mlflow_run,
             "status": client().get_run(mlflow_run).info.status,
         }
-        retried = pipeline.train_local(
-            MODEL, training_set, run_name=f"{run_name}-retry", estimator_params=QUICK_TRAINING
-        )
+        retried = launch.train_local(MODEL, training_set, run_name=f"{run_name}-retry", estimator_params=QUICK_TRAINING)
         return {"killed": killed, "retried": retried}
 
 
@@ -299,8 +300,9 @@ def trained(killed_training: dict[str, Any]) -> dict[str, Any]:
 def test_s3_outage_during_ingest_fails_clearly_and_the_rerun_processes_the_day_once(
     env: Stack, s3_relay: TcpRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops import pipeline
-    from mlops.storage import S3Store
+    from mlops.core import errors
+    from mlops.core.storage import S3Store
+    from mlops.data import steps as data_steps
 
     content = _land(env, DAY_S3_INGEST)
     real_copy = S3Store.copy_to
@@ -312,15 +314,15 @@ def test_s3_outage_during_ingest_fails_clearly_and_the_rerun_processes_the_day_o
 
     monkeypatch.setattr(S3Store, "copy_to", copy_after_outage)
     with pytest.raises(Exception) as failed:
-        pipeline.process_landed_day(MODEL, DAY_S3_INGEST.isoformat())
+        data_steps.process_landed_day(MODEL, DAY_S3_INGEST.isoformat())
     assert s3_relay.shut_count == 1
     line = _one_line(failed.value)
     assert s3_relay.endpoint in line or "endpoint" in line.lower(), line
-    assert not isinstance(failed.value, (pipeline.GateFailed, pipeline.NothingToDo))  # retried, not a verdict
+    assert not isinstance(failed.value, (errors.GateFailed, errors.NothingToDo))  # retried, not a verdict
 
     monkeypatch.setattr(S3Store, "copy_to", real_copy)
     s3_relay.open()
-    result = pipeline.process_landed_day(MODEL, DAY_S3_INGEST.isoformat())
+    result = data_steps.process_landed_day(MODEL, DAY_S3_INGEST.isoformat())
     assert result["rows"] == ROWS
     _assert_day_once(DAY_S3_INGEST, content)
 
@@ -328,7 +330,9 @@ def test_s3_outage_during_ingest_fails_clearly_and_the_rerun_processes_the_day_o
 def test_s3_outage_during_materialization_fails_clearly_and_the_rerun_processes_the_day_once(
     env: Stack, s3_relay: TcpRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops import features, pipeline
+    from mlops.core import errors
+    from mlops.data import steps as data_steps
+    from mlops.features import store as features
 
     content = _land(env, DAY_S3_MATERIALIZE)
     real = features.materialize_interval
@@ -339,15 +343,15 @@ def test_s3_outage_during_materialization_fails_clearly_and_the_rerun_processes_
 
     monkeypatch.setattr(features, "materialize_interval", materialize_after_outage)
     with pytest.raises(Exception) as failed:
-        pipeline.process_landed_day(MODEL, DAY_S3_MATERIALIZE.isoformat())
+        data_steps.process_landed_day(MODEL, DAY_S3_MATERIALIZE.isoformat())
     assert s3_relay.shut_count == 1
     line = _one_line(failed.value)
     assert s3_relay.endpoint in line or "endpoint" in line.lower(), line
-    assert not isinstance(failed.value, (pipeline.GateFailed, pipeline.NothingToDo))
+    assert not isinstance(failed.value, (errors.GateFailed, errors.NothingToDo))
 
     monkeypatch.setattr(features, "materialize_interval", real)
     s3_relay.open()
-    result = pipeline.process_landed_day(MODEL, DAY_S3_MATERIALIZE.isoformat())
+    result = data_steps.process_landed_day(MODEL, DAY_S3_MATERIALIZE.isoformat())
     assert result["rows"] == result["materialized"] == ROWS
     _assert_day_once(DAY_S3_MATERIALIZE, content)
 
@@ -360,8 +364,8 @@ def test_two_landings_of_the_same_days_at_once_process_each_day_once(
 
 
 def test_a_write_to_a_full_disk_fails_clearly_leaves_no_partial_file_and_a_rerun_succeeds(tmp_path: Path) -> None:
-    from mlops import pipeline
-    from mlops.storage import LocalStore
+    from mlops.core.storage import LocalStore
+    from mlops.features import steps as feature_steps
 
     mount = tmp_path / "small-disk"
     mount.mkdir()
@@ -382,14 +386,14 @@ def test_a_write_to_a_full_disk_fails_clearly_leaves_no_partial_file_and_a_rerun
 
         frame = pd.DataFrame({"x": range(20_000), "y": [os.urandom(16).hex() for _ in range(20_000)]})
         with pytest.raises(OSError) as also:
-            pipeline._write_training_set(lake, "runs/m/r", frame)  # write-once training set, same contract
+            feature_steps.write_training_set(lake, "runs/m/r", frame)  # write-once training set, same contract
         assert also.value.errno == errno.ENOSPC
         assert lake.list() == []
 
         filler.unlink()  # space freed: the rerun writes whole objects
         lake.put("validated/day.parquet", data)
         assert lake.get("validated/day.parquet") == data
-        key, digest = pipeline._write_training_set(lake, "runs/m/r", frame)
+        key, digest = feature_steps.write_training_set(lake, "runs/m/r", frame)
         assert hashlib.sha256(lake.get(key)).hexdigest() == digest
         assert lake.list() == sorted([key, "validated/day.parquet"])
     finally:
@@ -400,14 +404,14 @@ def test_a_write_to_a_full_disk_fails_clearly_leaves_no_partial_file_and_a_rerun
 
 
 def _wait_for_training(run_name: str, thread: threading.Thread, timeout: float = 240) -> tuple[int, str]:
-    """pid of the running ``mlops.train`` process of ``run_name`` and its MLflow run id, once it logs."""
+    """pid of the running ``mlops.model.train`` process of ``run_name`` and its MLflow run id, once it logs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and thread.is_alive():
         runs = [r for r in _experiment_runs(MODEL, run_name) if r.info.status == "RUNNING"]
         pids = [
             int(p.name)
             for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _cmdline(p).count(run_name) and "mlops.train" in _cmdline(p)
+            if p.name.isdigit() and _cmdline(p).count(run_name) and "mlops.model.train" in _cmdline(p)
         ]
         if runs and pids:
             return pids[0], str(runs[0].info.run_id)
@@ -425,12 +429,12 @@ def _cmdline(proc: Path) -> str:
 def test_sigkill_of_training_is_a_retriable_infrastructure_error_and_a_retry_trains(
     env: Stack, killed_training: dict[str, Any]
 ) -> None:
-    from mlops import pipeline
-    from mlops.tracking import client
+    from mlops.core import errors
+    from mlops.core.tracking import client
 
     killed = killed_training["killed"]
     error = killed["error"]
-    assert isinstance(error, pipeline.InfrastructureError), killed
+    assert isinstance(error, errors.InfrastructureError), killed
     line = _one_line(error)
     assert "SIGKILL" in line and killed["mlflow_run"] in line and "retrying" in line, line
     assert killed["status"] == "FAILED"  # ended by train_local, not left RUNNING for the doctor
@@ -443,13 +447,14 @@ def test_postgres_connections_dropped_during_training_the_run_completes_or_fails
 ) -> None:
     import psycopg
 
-    from mlops import pipeline
-    from mlops.tracking import client
+    from mlops.core import errors
+    from mlops.core.tracking import client
+    from mlops.model import launch
 
     database = env.databases["mlflow"]
     run_name = "faults-postgres"
     thread, outcome = _in_thread(
-        lambda: pipeline.train_local(MODEL, training_set, run_name=run_name, estimator_params=QUICK_TRAINING)
+        lambda: launch.train_local(MODEL, training_set, run_name=run_name, estimator_params=QUICK_TRAINING)
     )
     _wait_for_training(run_name, thread)
     terminated = 0
@@ -471,7 +476,7 @@ def test_postgres_connections_dropped_during_training_the_run_completes_or_fails
         assert outcome["result"]["run_id"] == runs[0].info.run_id
         assert client().get_run(runs[0].info.run_id).info.status == "FINISHED"
     else:
-        assert isinstance(outcome["error"], pipeline.InfrastructureError), outcome
+        assert isinstance(outcome["error"], errors.InfrastructureError), outcome
         _one_line(outcome["error"])
         assert client().get_run(runs[0].info.run_id).info.status in ("FAILED", "KILLED")
     _assert_doctor_clean(MODEL)
@@ -485,7 +490,7 @@ def registry_env(env: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
     """A faulted attempt fails at once (MLflow's client would otherwise ride out a short outage in its
     own retries), and a lock its dead holder left expires in seconds rather than minutes; each test
     leaves the MLflow server running."""
-    from mlops import registry
+    from mlops.model import registry
 
     monkeypatch.setattr(registry, "LOCK_TTL_S", 3.0)
     try:
@@ -497,7 +502,7 @@ def registry_env(env: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]
 
 
 def _registration_tags(trained: dict[str, Any], training_set: dict[str, Any]) -> dict[str, str]:
-    from mlops.registry import REQUIRED_GATES, TRAINING_SET_DIGEST_TAG, TRAINING_SET_URI_TAG
+    from mlops.model.registry import REQUIRED_GATES, TRAINING_SET_DIGEST_TAG, TRAINING_SET_URI_TAG
 
     return {
         TRAINING_SET_URI_TAG: training_set["uri"],
@@ -526,9 +531,8 @@ def test_mlflow_killed_during_registration_the_retry_converges_with_one_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import mlflow
-
-    from mlops.registry import CHALLENGER, alias_history, get_alias_version, register_version, set_alias
-    from mlops.tracking import client
+    from mlops.core.tracking import client
+    from mlops.model.registry import CHALLENGER, alias_history, get_alias_version, register_version, set_alias
 
     stack = registry_env
     assert stack.mlflow is not None
@@ -568,9 +572,9 @@ def test_mlflow_killed_between_intent_record_and_alias_move_the_retry_converges_
     training_set: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mlops import registry
-    from mlops.registry import CHAMPION, alias_history, doctor, get_alias_version, register_version, set_alias
-    from mlops.tracking import client
+    from mlops.core.tracking import client
+    from mlops.model import registry
+    from mlops.model.registry import CHAMPION, alias_history, doctor, get_alias_version, register_version, set_alias
 
     stack = registry_env
     assert stack.mlflow is not None
@@ -614,7 +618,7 @@ def test_mlflow_killed_between_intent_record_and_alias_move_the_retry_converges_
     assert registry._history_runs(FAULT_MODEL, "RUNNING") == []
     _assert_doctor_clean(FAULT_MODEL)
     cli = subprocess.run(  # the documented command agrees
-        [sys.executable, "-m", "mlops.registry", "doctor", "--model", FAULT_MODEL],
+        [sys.executable, "-m", "mlops.model.registry", "doctor", "--model", FAULT_MODEL],
         capture_output=True,
         text=True,
         timeout=120,

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops import registry
-from mlops.datagen import write_batches
+from mlops.model import registry
+from mlops_dev.datagen import write_batches
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops import pipeline, registry
-from mlops.datagen import write_batches
+from mlops.data import steps as data_steps
+from mlops.model import registry
+from mlops_dev.datagen import write_batches
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def _land_and_ingest(model: str, state_dir: Path, run_dag: Callable[..., str], r
 @pytest.mark.parametrize(("model", "rows"), [("credit_risk", 300), ("tumor_diagnosis", 80)])
 def test_raw_data_to_promoted_champion(model: str, rows: int, state_dir: Path, run_dag: Callable[..., str]) -> None:
     _land_and_ingest(model, state_dir, run_dag, rows)
-    assert len(pipeline.validated_days(model)) == DAYS
+    assert len(data_steps.validated_days(model)) == DAYS
     conf = {"window_end": (START + timedelta(days=DAYS - 1)).isoformat(), "window_days": DAYS}
     assert run_dag(f"{model}__training", conf=conf) == "success"
 

@@ -36,11 +36,11 @@ def test_training_triggered_through_the_rest_api_runs_on_the_real_services(stack
     with stack.project_env():
         from mlflow.tracking import MlflowClient
 
-        from mlops import features
-        from mlops.config import get_config
-        from mlops.ingest import raw_store
-        from mlops.pod import gpu_pod_operator
-        from mlops.settings import get_settings
+        from mlops.core.config import get_config
+        from mlops.core.settings import get_settings
+        from mlops.data.ingest import raw_store
+        from mlops.features import store as features
+        from mlops.orchestration.pod import gpu_pod_operator
 
         # The MLflow server (Postgres backend): the version, its aliases, lineage and the Param's effect.
         # Both URIs explicit: an earlier test may have set the mlflow module's global registry URI.

@@ -9,7 +9,7 @@ approval's Human-in-the-loop row (which the ApprovalOperator writes when it star
 inserted for it, so a person's answer goes through the real endpoint and permission checks.
 
 FAB roles cannot say "not the run you triggered": the API records who answered, and ``promote``
-refuses a promotion approved by the run's triggering user (``mlops.approval``). That rule is
+refuses a promotion approved by the run's triggering user (``mlops.model.approval``). That rule is
 checked here on the values the live API returns.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops.approval import SelfApprovalError, approver
+from mlops.model.approval import SelfApprovalError, approver
 from production_stack import BIN, PG, REPO, AirflowApi, _pg_admin, _spawn, free_port, stop, wait_http
 
 pytestmark = pytest.mark.timeout(420)

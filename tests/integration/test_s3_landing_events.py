@@ -1,7 +1,7 @@
 """Event-driven landing in S3, through Airflow's real scheduler, dag-processor and triggerer.
 
 Files land in S3 (moto's server, a process) → S3 event notifications to the model's SQS queue (wired by
-``mlops.landing_events.setup``) → the AssetWatcher's ``MessageQueueTrigger`` in the triggerer → an
+``mlops.data.landing_events.setup``) → the AssetWatcher's ``MessageQueueTrigger`` in the triggerer → an
 ``<model>.landed`` Asset event → ``<model>__landing`` ingests, validates and materializes every new day,
 emitting the day's ``<model>.features`` event once. The lake is in S3 too. The Airflow deployment
 carries only the landing DAG file: the features event's consumers (scoring, monitoring) are tested
@@ -22,11 +22,11 @@ import boto3
 import pytest
 import yaml
 
-from mlops.config import get_config
-from mlops.ingest import pending_days
-from mlops.landing_events import LandingEvents, setup
-from mlops.services import AirflowServices, RunInfo, asset_events
-from mlops.settings import get_settings
+from mlops.core.config import get_config
+from mlops.core.settings import get_settings
+from mlops.data.ingest import pending_days
+from mlops.data.landing_events import LandingEvents, setup
+from mlops_dev.services import AirflowServices, RunInfo, asset_events
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,7 @@ def test_files_landed_in_s3_start_the_landing_dag_once_per_day(landing: Landing)
 
     # Two days land back to back; however Airflow groups their events into runs, each day is processed
     # and announced exactly once.
-    from mlops.datagen import GENERATORS
+    from mlops_dev.datagen import GENERATORS
 
     for day in DAYS:
         body = GENERATORS[MODEL](day, rows_per_batch=300).to_csv(index=False).encode()

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops import registry
-from mlops.datagen import write_batches
-from mlops.executor import preload_modules
-from mlops.services import AirflowServices, RunInfo, asset_events
-from mlops.settings import get_settings
+from mlops.core.settings import get_settings
+from mlops.model import registry
+from mlops.orchestration.executor import preload_modules
+from mlops_dev.datagen import write_batches
+from mlops_dev.services import AirflowServices, RunInfo, asset_events
 
 pytestmark = pytest.mark.integration
 

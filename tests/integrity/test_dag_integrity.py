@@ -114,7 +114,7 @@ def test_landing_watcher_waits_for_the_ready_flag(dagbag: DagBag) -> None:
     """landed (AssetWatcher on the ready flag) -> landing -> features + labels."""
     from airflow.providers.standard.triggers.file import FileDeleteTrigger
 
-    from mlops.settings import get_settings
+    from mlops.core.settings import get_settings
 
     landing = dagbag.dags["credit_risk__landing"]
     (asset,) = landing.timetable.asset_condition.objects
@@ -258,7 +258,7 @@ def test_training_run_checks_estimator_params_with_the_loaders_function(override
 
     from airflow.sdk.exceptions import AirflowFailException
 
-    from mlops.config import get_config
+    from mlops.core.config import get_config
 
     spec = importlib.util.spec_from_file_location("training_dag_probe", DAGS / "model_training.py")
     assert spec is not None and spec.loader is not None
@@ -331,7 +331,7 @@ def test_an_import_path_as_estimator_is_an_import_error_and_other_models_load(
 def test_registry_doctor_runs_beside_every_dag_that_moves_an_alias(dagbag: DagBag, kind: str) -> None:
     """A root and a leaf: it repairs before and beside the moves, never holds back a rollback or a retrain,
     and its failure marks the run failed."""
-    from mlops.dagkit import DOCTOR_TASK
+    from mlops.orchestration.dagkit import DOCTOR_TASK
 
     doctor = dagbag.dags[f"credit_risk__{kind}"].get_task(DOCTOR_TASK)
     assert doctor.upstream_task_ids == set() and doctor.downstream_task_ids == set()

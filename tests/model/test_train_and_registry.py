@@ -15,10 +15,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops import pipeline, registry, scoring, signing, train
-from mlops.config import get_config
-from mlops.datagen import GENERATORS
-from mlops.tracking import ensure_experiment
+from mlops.core import errors
+from mlops.core.config import get_config
+from mlops.core.tracking import ensure_experiment
+from mlops.features import steps as feature_steps
+from mlops.model import launch, registry, scoring, signing, train
+from mlops_dev.datagen import GENERATORS
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / "include" / "models"
@@ -261,7 +263,7 @@ def _train_in_thread(
 
     def target() -> None:
         try:
-            outcome["result"] = pipeline.train_local(model, training_set, run_name="d/r", **kwargs)
+            outcome["result"] = launch.train_local(model, training_set, run_name="d/r", **kwargs)
         except BaseException as exc:  # inspected by the test
             outcome["error"] = exc
 
@@ -294,18 +296,18 @@ def test_killed_training_is_a_retriable_infrastructure_error_and_its_run_ends_fa
     while not _running_runs(model):  # kill it mid-run, with its MLflow run open (as the OOM killer would)
         assert thread.is_alive() and time.monotonic() < deadline, outcome
         time.sleep(0.5)
-    (child,) = _children("mlops.train")
+    (child,) = _children("mlops.model.train")
     os.kill(child, signal.SIGKILL)
     thread.join(timeout=120)
     error = outcome["error"]
-    assert isinstance(error, pipeline.InfrastructureError) and not isinstance(error, pipeline.GateFailed)
+    assert isinstance(error, errors.InfrastructureError) and not isinstance(error, errors.GateFailed)
     assert "was killed by SIGKILL (exit -9)" in str(error) and "retrying" in str(error)
     assert "\n" not in str(error)
     assert _running_runs(model) == []
     (run,) = registry.client().search_runs(
         [registry.client().get_experiment_by_name(model).experiment_id], filter_string="attributes.status = 'FAILED'"
     )
-    assert run.data.tags[pipeline.ATTEMPT_TAG] and run.data.tags["mlops.ended_by"].endswith("FAILED")
+    assert run.data.tags[launch.ATTEMPT_TAG] and run.data.tags["mlops.ended_by"].endswith("FAILED")
 
 
 def test_training_past_its_timeout_is_killed_with_its_process_group(state_dir: Path, tmp_path: Path) -> None:
@@ -313,24 +315,24 @@ def test_training_past_its_timeout_is_killed_with_its_process_group(state_dir: P
     training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(tmp_path / "h.parquet")}
     started = time.monotonic()
     thread, outcome = _train_in_thread(model, training_set, timeout_s=1.5)
-    while not _children("mlops.train") and thread.is_alive():
+    while not _children("mlops.model.train") and thread.is_alive():
         time.sleep(0.05)
-    children = _children("mlops.train")
+    children = _children("mlops.model.train")
     thread.join(timeout=120)
     assert time.monotonic() - started < 60  # not the full training
     error = outcome["error"]
-    assert isinstance(error, pipeline.InfrastructureError)
+    assert isinstance(error, errors.InfrastructureError)
     assert f"training of {model} timed out after" in str(error) and "process group killed" in str(error)
     for pid in children:  # reaped: no process of the group is left
-        assert not Path(f"/proc/{pid}").exists() or "mlops.train" not in Path(f"/proc/{pid}/cmdline").read_text()
+        assert not Path(f"/proc/{pid}").exists() or "mlops.model.train" not in Path(f"/proc/{pid}/cmdline").read_text()
     assert _running_runs(model) == []
 
 
 def test_training_that_rejects_its_data_is_a_verdict(state_dir: Path, tmp_path: Path) -> None:
     model = "tumor_diagnosis"
     one_day = {"uri": _training_set(model, tmp_path, days=1), "holdout_uri": str(tmp_path / "h.parquet")}
-    with pytest.raises(pipeline.GateFailed, match=r"exit 2.*time split needs data"):
-        pipeline.train_local(model, one_day, run_name="d/r")
+    with pytest.raises(errors.GateFailed, match=r"exit 2.*time split needs data"):
+        launch.train_local(model, one_day, run_name="d/r")
 
 
 @pytest.mark.parametrize(
@@ -338,23 +340,23 @@ def test_training_that_rejects_its_data_is_a_verdict(state_dir: Path, tmp_path: 
     [(-9, "killed by SIGKILL (exit -9) (out of memory?"), (137, "killed by SIGKILL (exit 137)"), (1, "crashed")],
 )
 def test_how_a_training_process_died_is_named(code: int, words: str) -> None:
-    assert words in pipeline._death(code)
+    assert words in launch._death(code)
 
 
 def test_training_set_is_written_once_keyed_by_its_content(tmp_path: Path) -> None:
-    from mlops.storage import open_store
+    from mlops.core.storage import open_store
 
     lake = open_store(str(tmp_path / "lake"))
     first = pd.DataFrame({"a": [1, 2, 3]})
-    key, digest = pipeline._write_training_set(lake, "runs/m/r1", first)
+    key, digest = feature_steps.write_training_set(lake, "runs/m/r1", first)
     assert key == f"runs/m/r1/training_set-{digest[:16]}.parquet"
     path = tmp_path / "lake" / key
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     written = path.stat().st_mtime_ns
     time.sleep(0.01)
-    assert pipeline._write_training_set(lake, "runs/m/r1", first) == (key, digest)
+    assert feature_steps.write_training_set(lake, "runs/m/r1", first) == (key, digest)
     assert path.stat().st_mtime_ns == written  # the same set is not written again
-    other, other_digest = pipeline._write_training_set(lake, "runs/m/r1", pd.DataFrame({"a": [9]}))
+    other, other_digest = feature_steps.write_training_set(lake, "runs/m/r1", pd.DataFrame({"a": [9]}))
     assert other != key and other_digest != digest  # a cleared task's different set lands beside it
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the registered one is untouched
 
@@ -364,9 +366,9 @@ def test_local_training_scores_a_holdout_of_its_own_per_attempt(state_dir: Path,
     base = tmp_path / "holdout.parquet"
     base.write_bytes(b"the holdout a registered version points at")
     training_set = {"uri": _training_set(model, tmp_path, days=4), "holdout_uri": str(base)}
-    result = pipeline.train_local(model, training_set, run_name="d/r", tags={"airflow.dag_run_id": "r"})
+    result = launch.train_local(model, training_set, run_name="d/r", tags={"airflow.dag_run_id": "r"})
     assert result["holdout_uri"] != str(base) and result["holdout_uri"].startswith(str(tmp_path / "holdout-"))
     assert len(pd.read_parquet(result["holdout_uri"])) == result["rows_holdout"]
     assert base.read_bytes() == b"the holdout a registered version points at"
     run = registry.client().get_run(result["run_id"])
-    assert run.info.status == "FINISHED" and run.data.tags[pipeline.ATTEMPT_TAG]
+    assert run.info.status == "FINISHED" and run.data.tags[launch.ATTEMPT_TAG]

@@ -1,4 +1,4 @@
-"""Four eyes on a promotion (mlops.approval): the run's triggering user may not be its approver."""
+"""Four eyes on a promotion (mlops.model.approval): the run's triggering user may not be its approver."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mlops.approval import SelfApprovalError, approver
+from mlops.model.approval import SelfApprovalError, approver
 
 APPROVED: dict[str, Any] = {"chosen_options": ["Approve"], "responded_by_user": {"id": "7", "name": "bob"}}
 

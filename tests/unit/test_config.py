@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.config import ConfigError, discover, load_config, reference_markdown
+from mlops.core.config import ConfigError, discover, load_config, reference_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "include" / "models"

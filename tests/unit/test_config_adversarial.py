@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops.config import ConfigError, LoadedConfig, ModelConfig, discover, load_config
+from mlops.core.config import ConfigError, LoadedConfig, ModelConfig, discover, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "include" / "models"
@@ -396,7 +396,7 @@ def test_models_sharing_an_identical_entity_are_fine(tmp_path: Path) -> None:
 
 
 def test_same_feature_view_from_two_folders_is_a_conflict(tmp_path: Path) -> None:
-    from mlops.config import cross_model_errors
+    from mlops.core.config import cross_model_errors
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir()
@@ -489,10 +489,10 @@ def test_any_mutation_loads_or_raises_config_error_and_valid_ones_round_trip(dat
 
 
 def test_landing_store_and_flag_stay_below_the_landing_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mlops.config import SourceConfig, get_config
-    from mlops.dagkit import landing_flag
-    from mlops.ingest import landing_store
-    from mlops.settings import get_settings
+    from mlops.core.config import SourceConfig, get_config
+    from mlops.core.settings import get_settings
+    from mlops.data.ingest import landing_store
+    from mlops.orchestration.dagkit import landing_flag
 
     cfg = get_config("credit_risk", MODELS).config
     monkeypatch.setenv("MLOPS_LANDING_URI", str(tmp_path / "landing"))

@@ -16,10 +16,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mlops import estimators
-from mlops.config import CRON_PRESETS, ConfigError, check_cron, check_estimator_overrides, get_config
-from mlops.estimators import FAMILIES, EstimatorParamError, check_params, params_json_schema, signature_params
-from mlops.settings import SettingsError, extra_estimators
+from mlops.core.config import CRON_PRESETS, ConfigError, check_cron, check_estimator_overrides, get_config
+from mlops.core.settings import SettingsError, extra_estimators
+from mlops.model import estimators
+from mlops.model.estimators import FAMILIES, EstimatorParamError, check_params, params_json_schema, signature_params
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "include" / "models"
@@ -155,7 +155,7 @@ def test_a_cron_airflow_rejects_never_loads(expression: str) -> None:
 
 
 def test_only_the_platform_environment_extends_the_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops import train
+    from mlops.model import train
 
     monkeypatch.delenv("MLOPS_EXTRA_ESTIMATORS", raising=False)
     with pytest.raises(EstimatorParamError, match="unknown estimator family 'ridge'"):
@@ -181,7 +181,7 @@ def test_only_the_platform_environment_extends_the_allow_list(monkeypatch: pytes
 
 def test_loading_configs_imports_no_ml_library() -> None:
     code = (
-        "import sys, json; from pathlib import Path; from mlops.config import discover; "
+        "import sys, json; from pathlib import Path; from mlops.core.config import discover; "
         f"good, bad = discover(Path({str(MODELS)!r})); "
         "print(json.dumps([len(good), len(bad), sorted({m.split('.')[0] for m in sys.modules} "
         "& {'sklearn', 'xgboost', 'pandas', 'numpy', 'airflow'})]))"
@@ -192,7 +192,7 @@ def test_loading_configs_imports_no_ml_library() -> None:
 
 def test_check_command_lists_every_problem(tmp_path: Path) -> None:
     clean = subprocess.run(
-        [sys.executable, "-m", "mlops.config", "--check", str(MODELS)], check=False, capture_output=True, text=True
+        [sys.executable, "-m", "mlops.core.config", "--check", str(MODELS)], check=False, capture_output=True, text=True
     )
     assert clean.returncode == 0, clean.stderr
     (tmp_path / "credit_risk.yaml").write_text((MODELS / "credit_risk.yaml").read_text())
@@ -203,7 +203,10 @@ def test_check_command_lists_every_problem(tmp_path: Path) -> None:
         (MODELS / "credit_risk.yaml").read_text().replace("name: credit_risk", "name: copy")
     )
     bad = subprocess.run(
-        [sys.executable, "-m", "mlops.config", "--check", str(tmp_path)], check=False, capture_output=True, text=True
+        [sys.executable, "-m", "mlops.core.config", "--check", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 1
     lines = [line for line in bad.stderr.splitlines() if line.startswith(str(tmp_path))]
@@ -211,7 +214,7 @@ def test_check_command_lists_every_problem(tmp_path: Path) -> None:
     assert any("tumor_diagnosis.yaml: key 'training.estimator.class'" in line for line in lines)
     assert sum("key 'source.landing'" in line for line in lines) == 2
     empty = subprocess.run(
-        [sys.executable, "-m", "mlops.config", "--check", str(tmp_path / "none")],
+        [sys.executable, "-m", "mlops.core.config", "--check", str(tmp_path / "none")],
         check=False,
         capture_output=True,
         text=True,
@@ -222,7 +225,7 @@ def test_check_command_lists_every_problem(tmp_path: Path) -> None:
 def test_the_training_image_can_load_a_config() -> None:
     """The pod loads its model config too: every library the loader imports is in the training image."""
     code = (
-        "import sys, json; from pathlib import Path; from mlops.config import discover; "
+        "import sys, json; from pathlib import Path; from mlops.core.config import discover; "
         f"discover(Path({str(MODELS)!r})); "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if not m.startswith('_')})))"
     )

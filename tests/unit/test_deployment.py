@@ -5,13 +5,13 @@
   ``tests/schemas/compose-spec.json``: compose-spec/compose-spec ``schema/compose-spec.json``
   (Apache-2.0), as shipped in the npm package ``dclint`` 3.1.0 (MIT). Source, version, license and
   checksum: ``tests/schemas/README.md``.
-* House rules on top of the schema (``mlops.deploycheck``): health checks, ``depends_on`` conditions,
+* House rules on top of the schema (``deploy/deploycheck.py``): health checks, ``depends_on`` conditions,
   pinned images, no secret literals, every variable documented, the code mounted, production settings.
   Each rule is also run on a deliberately broken copy, to show it can fail.
 * The Dockerfiles: pinned bases, the Airflow base matching the lock, the training image's user and
-  writable paths matching ``mlops.pod``.
+  writable paths matching ``mlops.orchestration.pod``.
 * ``deploy/k8s/*.yaml`` against the Kubernetes 1.33 schema (``kubernetes-validate``, strict), and the
-  names, keys and RBAC against ``mlops.pod``.
+  names, keys and RBAC against ``mlops.orchestration.pod``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from mlops import deploycheck as dc
-from mlops.config import ResourcesConfig
-from mlops.pod import CREDENTIALS_SECRET, DEFAULT_IMAGE, ENDPOINTS_CONFIGMAP, SECRET_ENV_KEYS, gpu_pod_operator
-from mlops.settings import get_settings
+import deploycheck as dc
+from mlops.core.config import ResourcesConfig
+from mlops.core.settings import get_settings
+from mlops.orchestration.pod import (
+    CREDENTIALS_SECRET,
+    DEFAULT_IMAGE,
+    ENDPOINTS_CONFIGMAP,
+    SECRET_ENV_KEYS,
+    gpu_pod_operator,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -409,7 +415,7 @@ def test_airflow_services_resolve_production_settings(
     # The lineage tag records MLOPS_TRAINING_IMAGE; the pod runs pod.py's image in the same namespace.
     assert env["MLOPS_TRAINING_IMAGE"] == DEFAULT_IMAGE
     assert env["MLOPS_K8S_NAMESPACE"] == "mlops-training"
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "mlops.executor.PreloadingLocalExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "mlops.orchestration.executor.PreloadingLocalExecutor"
     assert env["PYTHONPATH"] == "/opt/airflow/include"  # where that executor's module is mounted
     api = urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (api.hostname, api.port) == ("airflow-apiserver", 8080)
@@ -551,7 +557,9 @@ def test_airflow_image_matches_the_lock() -> None:
     assert _last_user(instructions) == "airflow"
     assert "/opt/airflow/include" in dc.dockerfile_env(instructions)["PYTHONPATH"].split(":")
     copies = [i.args.split()[-2:] for i in instructions if i.keyword == "COPY"]
-    assert ["include/", "/opt/airflow/include/"] in copies
+    assert ["include/mlops/", "/opt/airflow/include/mlops/"] in copies
+    assert ["include/models/", "/opt/airflow/include/models/"] in copies
+    assert not any(src.startswith("include/mlops_dev") or src == "include/" for src, _ in copies)
 
 
 def test_training_image_runs_as_the_pod_user_on_a_read_only_root(training_pod: dict[str, Any]) -> None:
@@ -564,7 +572,11 @@ def test_training_image_runs_as_the_pod_user_on_a_read_only_root(training_pod: d
     assert int(uid) == spec["securityContext"]["runAsUser"] != 0
     assert int(gid or uid) == spec["securityContext"]["runAsGroup"]
     entrypoint = dc.last_instruction(instructions, "ENTRYPOINT")
-    assert entrypoint is not None and json.loads(entrypoint) == container["command"] == ["python", "-m", "mlops.train"]
+    assert entrypoint is not None and json.loads(entrypoint) == container["command"] == [
+        "python",
+        "-m",
+        "mlops.model.train",
+    ]
     # Read-only root: everything that writes must point into a volume the pod mounts.
     writable = [mount["mountPath"] for mount in container["volumeMounts"]]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -573,8 +585,10 @@ def test_training_image_runs_as_the_pod_user_on_a_read_only_root(training_pod: d
         assert any(env[key] == path or env[key].startswith(path + "/") for path in writable), key
     # The code is on PYTHONPATH, and the CUDA build of XGBoost is the lock's version.
     copies = [i.args.split()[-2:] for i in instructions if i.keyword == "COPY"]
-    include_dest = next(dest for src, dest in copies if src == "include/")
-    assert include_dest.rstrip("/") in env["PYTHONPATH"].split(":")
+    package_dest = next(dest for src, dest in copies if src == "include/mlops/")
+    assert package_dest.rstrip("/").removesuffix("/mlops") in env["PYTHONPATH"].split(":")
+    assert ["include/models/", package_dest.replace("/mlops/", "/models/")] in copies
+    assert not any(src.startswith("include/mlops_dev") or src == "include/" for src, _ in copies)
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
     assert f'"xgboost=={_requirement_pin("xgboost-cpu")}"' in runs
     assert "-c /tmp/build/requirements.txt" in runs
@@ -632,7 +646,7 @@ def test_secret_has_exactly_the_pod_keys_and_placeholders(manifests: list[tuple[
 
 
 def test_signing_key_secret_has_the_pod_key_as_a_placeholder(manifests: list[tuple[str, dict[str, Any]]]) -> None:
-    from mlops.pod import SIGNING_KEY_FILE, SIGNING_SECRET
+    from mlops.orchestration.pod import SIGNING_KEY_FILE, SIGNING_SECRET
 
     secret = _one(manifests, "Secret", SIGNING_SECRET)
     assert "data" not in secret and secret["stringData"] == {SIGNING_KEY_FILE: "change-me"}
@@ -727,3 +741,49 @@ def test_gpu_quota_and_scheduling_are_documented(
         assert toleration["key"] in readme and toleration["effect"] in readme
     for term in ("KUBECONFIG_PATH", "in-cluster", "CeleryExecutor", "KubernetesExecutor", "device plugin"):
         assert term in readme, term
+
+
+# Test, lint and browser tooling never ships in a production image. mypy is allowed only as what it
+# is in the runtime lock: a dependency of SQLAlchemy's mypy extra that a runtime package requests.
+DEV_TOOLS = ("pytest", "ruff", "playwright", "moto", "hypothesis", "kubernetes-validate", "types-", "mypy")
+
+
+def _locked(path: Path) -> dict[str, str]:
+    """Package name → the lock's "via" lines that follow it."""
+    packages: dict[str, str] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        if line and not line.startswith((" ", "#", "-")):
+            name = line.split("==")[0].split("[")[0].strip().lower()
+            packages[name] = ""
+        elif name and line.strip().startswith("#"):
+            packages[name] += line.strip() + " "
+    return packages
+
+
+def test_the_images_runtime_lock_holds_no_test_or_lint_tool() -> None:
+    runtime = _locked(REPO / "requirements.txt")
+    dev = _locked(REPO / "requirements-dev.txt")
+    assert len(runtime) > 100, "requirements.txt should be the full runtime lock"
+    shipped = {name: via for name, via in runtime.items() if name.startswith(DEV_TOOLS)}
+    assert set(shipped) <= {"mypy", "mypy-extensions"}, f"test/lint tools in the runtime lock: {sorted(shipped)}"
+    for name, via in shipped.items():
+        assert "pytest" not in via and "requirements.in" not in via, f"{name} is requested directly: {via}"
+    direct = (REPO / "requirements.in").read_text().lower()
+    assert not any(tool in direct for tool in ("pytest", "ruff", "playwright", "moto", "hypothesis", "mypy"))
+    # The dev lock is the runtime lock plus the tools, at the same versions.
+    for tool in ("pytest", "ruff", "mypy", "playwright", "moto", "hypothesis", "pytest-xdist"):
+        assert tool in dev, f"{tool} missing from requirements-dev.txt"
+    pins = {
+        line.split("==")[0].lower(): line
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    }
+    for line in (REPO / "requirements-dev.txt").read_text().splitlines():
+        name = line.split("==")[0].lower()
+        if "==" in line and name in pins:
+            assert line == pins[name], f"dev lock moves a runtime pin: {line} vs {pins[name]}"
+    # Both Dockerfiles install the runtime lock only.
+    for dockerfile in (AIRFLOW_DOCKERFILE, TRAINING_DOCKERFILE):
+        text = dockerfile.read_text()
+        assert "requirements.txt" in text and "requirements-dev" not in text

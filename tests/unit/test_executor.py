@@ -15,7 +15,7 @@ from airflow.executors.executor_loader import ExecutorLoader
 from airflow.executors.executor_utils import ExecutorName
 from airflow.executors.local_executor import LocalExecutor
 
-from mlops import executor
+from mlops.orchestration import executor
 
 
 def test_preload_list_is_config_as_data() -> None:
@@ -46,8 +46,8 @@ def test_modules_are_imported_before_the_workers_are_forked(tmp_path: Path, monk
     seen: list[bool] = []
     # Record, at each fork, whether the module is already there; fork nothing.
     monkeypatch.setattr(LocalExecutor, "_spawn_worker", lambda self: seen.append(name in sys.modules))
-    # As the scheduler resolves AIRFLOW__CORE__EXECUTOR=mlops.executor.PreloadingLocalExecutor.
-    loaded = ExecutorLoader.load_executor(ExecutorName("mlops.executor.PreloadingLocalExecutor"))
+    # As the scheduler resolves AIRFLOW__CORE__EXECUTOR=mlops.orchestration.executor.PreloadingLocalExecutor.
+    loaded = ExecutorLoader.load_executor(ExecutorName("mlops.orchestration.executor.PreloadingLocalExecutor"))
     assert isinstance(loaded, LocalExecutor) and loaded.is_mp_using_fork
     loaded.parallelism = 2
     try:

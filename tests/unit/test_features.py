@@ -1,7 +1,7 @@
 """Feast integration: definitions, interval materialization, and point-in-time correct training sets.
 
 Every test builds a fresh local store (SQLite online store, file registry, DuckDB offline store over
-parquet partitions) under tmp_path through ``mlops.features.get_store``.
+parquet partitions) under tmp_path through ``mlops.features.store.get_store``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import features
-from mlops.config import ModelConfig, load_config
-from mlops.settings import REPO_ROOT, Settings, get_settings
-from mlops.snapshots import validated_key
+from mlops.core.config import ModelConfig, load_config
+from mlops.core.settings import REPO_ROOT, Settings, get_settings
+from mlops.data.snapshots import validated_key
+from mlops.features import store as features
 
 MODELS = ["credit_risk", "tumor_diagnosis"]
 DAY0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -423,7 +423,7 @@ def test_online_store_adds_columns_for_new_features_and_refuses_composite_keys(s
     from feast import Entity, FeatureView, Field
     from feast.types import Float64
 
-    from mlops.online_store import EntityRowSqliteOnlineStore, OnlineStoreLayoutError
+    from mlops.features.sqlite_online import EntityRowSqliteOnlineStore, OnlineStoreLayoutError
 
     cfg = _cfg("credit_risk")
     store = features.get_store(settings)
@@ -485,7 +485,7 @@ def test_redis_arrow_writer_stores_what_feast_stores_and_serves_what_local_serve
     import yaml
     from feast import FeatureStore
 
-    from mlops import online_store
+    from mlops.features import redis_online as online_store
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_TEST_DB)
     client.ping()  # Redis runs here and in CI; a missing one is a failure, not a skip
@@ -556,7 +556,7 @@ def test_feast_is_imported_without_typeguard_unless_asked(keep_checks: bool, tmp
     import sys
 
     probe = (
-        "import mlops.features, feast, typeguard\n"
+        "import mlops.features.store, feast, typeguard\n"
         "def outside(x: int) -> int:\n"
         "    return x\n"
         "checked = typeguard.typechecked(outside)\n"

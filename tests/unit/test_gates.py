@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops.config import ModelConfig, get_config
-from mlops.gates import GateResult, champion_gate, drift_gate, fairness_gate, quality_gate, write_html
+from mlops.core.config import ModelConfig, get_config
+from mlops.quality.gates import GateResult, champion_gate, drift_gate, fairness_gate, quality_gate, write_html
 
 MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
 
@@ -108,9 +108,9 @@ def _training_set(cfg: ModelConfig, path: Path, days: int, per_day: int) -> pd.D
 
 
 def test_drift_reference_samples_row_groups_without_loading_the_set(credit: ModelConfig, tmp_path: Path) -> None:
-    from mlops.pipeline import drift_reference
-    from mlops.storage import LocalStore
-    from mlops.train import time_split
+    from mlops.core.storage import LocalStore
+    from mlops.model.train import time_split
+    from mlops.quality.steps import drift_reference
 
     frame = _training_set(credit, tmp_path / "set.parquet", days=5, per_day=1200)  # 6 row groups
     store, ts = LocalStore(tmp_path), credit.timestamp_column

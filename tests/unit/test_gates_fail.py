@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import LabelConfig, ModelConfig, get_config
-from mlops.gates import champion_gate, drift_gate, fairness_gate, quality_gate
-from mlops.labels import binary_target, positive_mask
-from mlops.train import classification_metrics
+from mlops.core.config import LabelConfig, ModelConfig, get_config
+from mlops.core.labels import binary_target, positive_mask
+from mlops.model.train import classification_metrics
+from mlops.quality.gates import champion_gate, drift_gate, fairness_gate, quality_gate
 
 MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
 N = 600

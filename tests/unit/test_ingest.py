@@ -12,11 +12,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from mlops import snapshots
-from mlops.config import get_config
-from mlops.ingest import DuplicateBatchError, ingest_interval, interval_days, pending_days, read_manifest
-from mlops.settings import get_settings
-from mlops.storage import open_store
+from mlops.core.config import get_config
+from mlops.core.settings import get_settings
+from mlops.core.storage import open_store
+from mlops.data import snapshots
+from mlops.data.ingest import DuplicateBatchError, ingest_interval, interval_days, pending_days, read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = get_config("credit_risk", REPO / "include" / "models").config
@@ -157,8 +157,8 @@ def test_offline_store_reads_an_s3_lake_through_a_mirror_of_exactly_its_partitio
 
     import pandas as pd
 
-    from mlops.datagen import GENERATORS
-    from mlops.features import labels_for_window, sync_validated, validated_root
+    from mlops.features.store import labels_for_window, sync_validated, validated_root
+    from mlops_dev.datagen import GENERATORS
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket="lake")
@@ -197,7 +197,7 @@ def test_s3_landing_scan_and_copy_into_a_local_lake(
     s3.put_object(Bucket="landing", Key="in/credit_risk/old/2026-03-02.csv", Body=b"nested\n")
     s3.put_object(Bucket="landing", Key="in/credit_risk/.2026-03-03.csv", Body=b"hidden\n")
     monkeypatch.setenv("MLOPS_LANDING_URI", "s3://landing/in")
-    from mlops.ingest import landing_store, scan_landing
+    from mlops.data.ingest import landing_store, scan_landing
 
     scan = scan_landing(CFG, landing_store(CFG, get_settings()))
     assert [(f.key, f.size) for files in scan.batches.values() for f in files] == [("2026-03-01.csv", len(body))]

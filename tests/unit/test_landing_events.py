@@ -13,11 +13,11 @@ from typing import Any
 import boto3
 import pytest
 
-from mlops.config import get_config
-from mlops.dagkit import landed_asset, landing_watch
-from mlops.ingest import landing_store
-from mlops.landing_events import SQS_TRIGGER, LandingEventsError, main, notification_id, queue_trigger, setup
-from mlops.settings import LandingQueue, SettingsError, get_settings, landing_queue
+from mlops.core.config import get_config
+from mlops.core.settings import LandingQueue, SettingsError, get_settings, landing_queue
+from mlops.data.ingest import landing_store
+from mlops.data.landing_events import SQS_TRIGGER, LandingEventsError, main, notification_id, queue_trigger, setup
+from mlops.orchestration.dagkit import landed_asset, landing_watch
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = get_config("credit_risk", REPO / "include" / "models").config

@@ -31,14 +31,14 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from mlops import deploycheck as dc
-from mlops.config import ResourcesConfig
-from mlops.pod import ROLE_LABEL, gpu_pod_operator
+import deploycheck as dc
+from mlops.core.config import ResourcesConfig
+from mlops.orchestration.pod import ROLE_LABEL, gpu_pod_operator
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
-DEPLOYCHECK = REPO / "include" / "mlops" / "deploycheck.py"
+DEPLOYCHECK = REPO / "deploy" / "deploycheck.py"
 K8S_DIR = REPO / "deploy" / "k8s"
 S3_POLICIES = REPO / "deploy" / "minio" / "policies"
 MLFLOW_PERMISSIONS = REPO / "deploy" / "mlflow" / "permissions.json"
@@ -144,7 +144,7 @@ def test_secrets_check_runs_first_with_every_credential(
     assert dc.is_one_shot(check)
     assert check["entrypoint"][1:] == ["/opt/check/deploycheck.py", "check-secrets", "/opt/check/env.example"]
     mounts = dc.mount_targets(check)
-    assert mounts["/opt/check/deploycheck.py"] == {"source": "./include/mlops/deploycheck.py", "read_only": True}
+    assert mounts["/opt/check/deploycheck.py"] == {"source": "./deploy/deploycheck.py", "read_only": True}
     assert mounts["/opt/check/env.example"] == {"source": "./.env.example", "read_only": True}
     assert check["network_mode"] == "none" and check["cap_drop"] == ["ALL"] and check["read_only"] is True
     # It sees every credential .env.example lists, each as a required reference to itself.

@@ -12,17 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import get_config
-from mlops.datagen import GENERATORS
-from mlops.monitoring import (
+from mlops.core.config import get_config
+from mlops.core.errors import NothingToDo
+from mlops.model.train import PROBA_COLUMN, time_split
+from mlops.quality.monitoring import (
     champion_reference,
     cooldown_remaining,
     monitor_interval,
     predictions_key,
     retrain_window,
 )
-from mlops.pipeline import NothingToDo
-from mlops.train import PROBA_COLUMN, time_split
+from mlops_dev.datagen import GENERATORS
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "credit_risk"
@@ -48,7 +48,7 @@ def _write(frame: pd.DataFrame, path: Path) -> str:
 
 def _fake_champion(state: Path, rows_per_day: int = 700) -> str:
     """A training run with its training set, a registered version with a scored holdout, as champion."""
-    from mlops.tracking import client, ensure_experiment
+    from mlops.core.tracking import client, ensure_experiment
 
     days = [TRAIN_START + timedelta(days=i) for i in range(TRAIN_DAYS)]
     frame = pd.concat([generate(d, rows_per_batch=rows_per_day) for d in days], ignore_index=True)
@@ -105,7 +105,7 @@ def _predictions(
 @pytest.fixture(scope="module")
 def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """An empty, migrated MLflow database: copying it saves every test the schema migrations."""
-    from mlops.tracking import client
+    from mlops.core.tracking import client
 
     state = tmp_path_factory.mktemp("mlflow-template")
     with pytest.MonkeyPatch.context() as mp:
@@ -163,7 +163,7 @@ def test_same_distribution_no_drift_and_quality_within_guardrails(state_dir: Pat
     assert 'data-verdict="PASS"' in Path(result.reports["quality"]).read_text()
     json.dumps(result.to_dict())
 
-    from mlops.tracking import client
+    from mlops.core.tracking import client
 
     run = client().get_run(result.mlflow_run_id)
     assert run.data.tags["interval"] == INTERVAL.isoformat()
@@ -247,7 +247,7 @@ def test_retrain_window_merges_events() -> None:
 
 
 def test_cooldown_counts_from_the_latest_training_run(state_dir: Path, mlflow_db: Path) -> None:
-    from mlops.tracking import client, ensure_experiment
+    from mlops.core.tracking import client, ensure_experiment
 
     assert cooldown_remaining(MODEL, 30) == 0.0
     mlflow_client = client()
@@ -279,8 +279,8 @@ def test_cooldown_counts_from_the_latest_training_run(state_dir: Path, mlflow_db
 def test_backlogs_catch_new_days_whose_events_airflow_merged_away(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops import monitoring
-    from mlops.monitoring import monitoring_backlog, scoring_backlog
+    from mlops.quality import monitoring
+    from mlops.quality.monitoring import monitoring_backlog, scoring_backlog
 
     lake = state_dir / "lake"
 

@@ -10,9 +10,9 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from kubernetes.client import ApiClient
 
-from mlops import deploycheck as dc
-from mlops.config import ResourcesConfig
-from mlops.pod import (
+import deploycheck as dc
+from mlops.core.config import ResourcesConfig
+from mlops.orchestration.pod import (
     CREDENTIALS_SECRET,
     ENDPOINTS_CONFIGMAP,
     ROLE_LABEL,
@@ -100,7 +100,7 @@ def test_pod_gets_the_signing_key_from_its_secret_read_only(training_pod: dict[s
 
 def test_pod_runs_the_training_cli(training_pod: dict[str, Any]) -> None:
     container = training_pod["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "mlops.train"]
+    assert container["command"] == ["python", "-m", "mlops.model.train"]
     args = container["args"]
     assert args[args.index("--model") + 1] == "credit_risk"
     assert "--xcom" in args
@@ -157,19 +157,20 @@ def test_the_image_cannot_be_set_past_the_lineage_source() -> None:
 
 
 def test_lineage_tag_names_the_image_the_pod_runs(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pipeline.register records what gpu_pod_operator would run for the same model and environment."""
-    from mlops import pipeline, registry
-    from mlops.config import get_config
+    """model_steps.register records what gpu_pod_operator would run for the same model and environment."""
+    from mlops.core.config import get_config
+    from mlops.model import registry
+    from mlops.model import steps as model_steps
 
     monkeypatch.setenv("MLOPS_TRAINING_BACKEND", "kubernetes")
     monkeypatch.setenv("MLOPS_TRAINING_IMAGE", "registry.example.com/team/trainer:9.9.9")
     captured: dict[str, Any] = {}
     monkeypatch.setattr(registry, "register_version", lambda model, run_id, tags: captured.update(tags) or "1")
     monkeypatch.setattr(registry, "set_alias", lambda *args, **kwargs: None)
-    from mlops.tracking import client, ensure_experiment
+    from mlops.core.tracking import client, ensure_experiment
 
     run = client().create_run(ensure_experiment("credit_risk"), tags={"gate.quality": "passed"})
-    pipeline.register(
+    model_steps.register(
         "credit_risk",
         {"run_id": run.info.run_id, "holdout_uri": "holdout", "metrics": {}},
         {

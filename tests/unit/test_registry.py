@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from mlops import monitoring, registry
-from mlops.monitoring import MonitorResult
-from mlops.pipeline import NothingToDo
-from mlops.tracking import client, ensure_experiment
+from mlops.core.errors import NothingToDo
+from mlops.core.tracking import client, ensure_experiment
+from mlops.model import registry
+from mlops.quality import monitoring
+from mlops.quality.monitoring import MonitorResult
 
 MODEL = "credit_risk"
 KEYS = {"dag_id": f"{MODEL}__training", "dag_run_id": "manual__2026-03-01", "task_id": "promote"}

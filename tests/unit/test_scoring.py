@@ -17,17 +17,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import pytest
 import yaml
 
-from mlops import features, pipeline, registry, scoring, signing, train
-from mlops.config import get_config
-from mlops.datagen import GENERATORS
-from mlops.pipeline import NothingToDo
-from mlops.settings import get_settings
-from mlops.tracking import directory_checksum
+import mlflow
+from mlops.core.config import get_config
+from mlops.core.errors import NothingToDo
+from mlops.core.settings import get_settings
+from mlops.core.tracking import directory_checksum
+from mlops.features import store as features
+from mlops.model import registry, scoring, signing, train
+from mlops.quality import steps as gate_steps
+from mlops_dev.datagen import GENERATORS
 
 MODEL = "tumor_diagnosis"
 DAYS = [date(2026, 3, 1) + timedelta(days=i) for i in range(3)]
@@ -357,7 +359,7 @@ def _load_with(loader: str, env: dict[str, Any]) -> None:
         registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="intact champion")
         scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")
     elif loader == "champion_gate":  # force skips the comparison, never the integrity check
-        pipeline.gate_champion(MODEL, env["results"][1], run_id="r", force=True)
+        gate_steps.gate_champion(MODEL, env["results"][1], run_id="r", force=True)
     elif loader == "rollback":
         registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="newer")
         registry.rollback(MODEL, champion, actor="test", reason="back to the tampered one")
@@ -388,7 +390,7 @@ def test_intact_signed_versions_pass_every_loader(env: dict[str, Any], store: di
     """The control for the test above: the same loaders accept the versions as training signed them."""
     champion, challenger = env["versions"]
     metric = get_config(MODEL).config.gates.champion.metric
-    gate = pipeline.gate_champion(MODEL, env["results"][0], run_id="r", force=True)
+    gate = gate_steps.gate_champion(MODEL, env["results"][0], run_id="r", force=True)
     assert gate["metrics"]["champion"] == pytest.approx(env["results"][0]["metrics"][metric])
     assert scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="r")["champion_version"] == champion
     registry.set_alias(MODEL, registry.CHAMPION, challenger, actor="test", reason="newer")
@@ -403,7 +405,7 @@ def test_key_rotation_at_load(env: dict[str, Any], tmp_path: Path, monkeypatch: 
     """Old and new keys trusted: the old key's models load. The old key removed: they are refused."""
     from cryptography.hazmat.primitives import serialization
 
-    from mlops.signing import signer_fingerprint
+    from mlops.model.signing import signer_fingerprint
 
     champion = env["versions"][0]
     new_key = _attacker_key(tmp_path)  # a fresh key pair, here the "new" key

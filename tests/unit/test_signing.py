@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops import signing
-from mlops.settings import SettingsError, get_settings
+from mlops.core.settings import SettingsError, get_settings
+from mlops.model import signing
 
 SIG = signing.SIGNATURE_FILE
 
@@ -47,9 +47,9 @@ def sklearn_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import mlflow.sklearn
 
-    from mlops.config import get_config
-    from mlops.datagen import GENERATORS
-    from mlops.train import binary_target, build_estimator, build_pipeline, trusted_types
+    from mlops.core.config import get_config
+    from mlops.model.train import binary_target, build_estimator, build_pipeline, trusted_types
+    from mlops_dev.datagen import GENERATORS
 
     cfg = get_config("tumor_diagnosis").config
     frame = GENERATORS[cfg.name](date(2026, 3, 1), rows_per_batch=120)

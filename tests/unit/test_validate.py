@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import ModelConfig, get_config
-from mlops.validate import (
+from mlops.core.config import ModelConfig, get_config
+from mlops.data.validate import (
     BatchReadError,
     ValidationOutcome,
     build_suite,
@@ -325,7 +325,7 @@ def test_gx_gate_fails_a_label_outside_the_classes_for_every_label_type(
     label_type: str, credit: ModelConfig, tmp_path: Path
 ) -> None:
     """Landed as CSV (as a producer writes it), a good batch passes and one stray label value fails the gate."""
-    from mlops.config import LabelConfig
+    from mlops.core.config import LabelConfig
 
     positive, classes, stray = LABEL_VARIANTS[label_type]
     label = LabelConfig(column="defaulted", positive_class=positive, classes=classes)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Feast: feature definitions, the lake-backed offline store, the online stores, materialization and training sets."""

@@ -1,0 +1,1 @@
+"""Training, the MLflow registry (aliases, history, rollback), signing, scoring and promotion approval."""

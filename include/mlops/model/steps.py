@@ -1,0 +1,85 @@
+"""Registry steps the training DAG calls: register a trained model, promote it, decide on approval."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mlops.core.config import ModelConfig, get_config
+from mlops.core.settings import get_settings
+
+if TYPE_CHECKING:
+    pass
+from mlops.core.errors import GateFailed
+from mlops.model.lineage import lineage_tags
+
+log = logging.getLogger(__name__)
+
+
+def register(
+    model: str,
+    trained: dict[str, Any],
+    training_set: dict[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    actor: str = "airflow",
+    task_id: str = "register",
+) -> dict[str, Any]:
+    """Register the gated model with its lineage and gate verdicts and point ``challenger`` at it."""
+    from mlops.core.tracking import client
+    from mlops.model.registry import CHALLENGER, register_version, set_alias
+    from mlops.orchestration.pod import pod_image
+
+    settings = get_settings()
+    loaded = get_config(model)
+    image = "local-process" if settings.training_backend == "local" else pod_image(loaded.config.training.resources)
+    tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
+    run_tags = client().get_run(trained["run_id"]).data.tags
+    tags.update({k: v for k, v in run_tags.items() if k.startswith("gate.")})  # the doctor checks the champion's
+    version = register_version(model, trained["run_id"], tags)
+    set_alias(
+        model,
+        CHALLENGER,
+        version,
+        actor=actor,
+        reason="passed every gate",
+        dag_id=dag_id,
+        dag_run_id=run_id,
+        task_id=task_id,
+    )
+    return {"version": version, "tags": tags}
+
+
+def promote(
+    model: str,
+    version: str,
+    *,
+    actor: str,
+    reason: str,
+    dag_id: str = "",
+    run_id: str = "",
+    task_id: str = "promote",
+) -> dict[str, Any]:
+    """Point ``champion`` at the version (recorded in the alias history; a retry is the same move)."""
+    from mlops.model.registry import CHAMPION, AliasMoved, set_alias
+
+    try:
+        change = set_alias(
+            model,
+            CHAMPION,
+            version,
+            actor=actor,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=run_id,
+            task_id=task_id,
+        )
+    except AliasMoved as exc:
+        raise GateFailed(f"promotion of {model} v{version} abandoned: {exc}") from None
+    return {"model": model, "champion": change.to_version, "previous": change.from_version}
+
+
+def needs_approval(cfg: ModelConfig, requested: bool | None) -> bool:
+    """A run may ask for approval; it may not switch off approval that the model's config requires."""
+    return cfg.promotion.require_approval or bool(requested)
