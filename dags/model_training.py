@@ -127,26 +127,11 @@ def _params(cfg: ModelConfig) -> dict[str, Param]:
 def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
     """Training: the house GPU pod in production, the same CLI as a local process elsewhere."""
     if training_backend() == "kubernetes":
-        from mlops.orchestration.pod import gpu_pod_operator
+        from mlops.orchestration.pod import gpu_pod_operator, training_arguments
 
-        xcom = f"ti.xcom_pull(task_ids='{TRAINING_SET}')"
         pod = gpu_pod_operator(
             task_id="train",
-            arguments=[
-                "--model",
-                cfg.name,
-                "--training-set",
-                "{{ " + xcom + "['uri'] }}",
-                "--holdout-output",
-                "{{ " + xcom + "['holdout_uri'] }}",
-                "--estimator-params",
-                "{{ params.estimator_params | tojson }}",
-                "--tags",
-                '{"airflow.dag_run_id": "{{ run_id }}", "airflow.trigger": "{{ ' + xcom + "['trigger'] }}\"}",
-                "--run-name",
-                "{{ dag.dag_id }}/{{ run_id }}",
-                "--xcom",
-            ],
+            arguments=training_arguments(cfg.name, cfg.training.resources, training_set_task=TRAINING_SET),
             resources=cfg.training.resources,
             labels={"mlops/model": cfg.name.replace("_", "-")},
             # The same bound as the local process; a pod past it fails and the task retries it.
@@ -165,13 +150,11 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
             launch.train_local,
             cfg.name,
             training_set,
-            run_name=f"{dag_id}/{run_id}",
+            run_name=launch.run_name(dag_id, run_id),
             estimator_params=_checked_estimator_params(cfg, params),
-            tags={
-                "airflow.dag_id": dag_id,
-                "airflow.dag_run_id": run_id,
-                "airflow.trigger": training_set["trigger"],
-            },
+            tags=launch.train_tags(
+                dag_id=dag_id, run_id=run_id, trigger=training_set["trigger"], image=launch.LOCAL_PROCESS_IMAGE
+            ),
         )
 
     return train_locally(training_set)
