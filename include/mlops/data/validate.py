@@ -700,17 +700,6 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
 
 # ----------------------------------------------------------------------------------------- report
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-.banner{padding:1rem 1.5rem;border-radius:6px;font-size:1.4rem;font-weight:600;color:#fff}
-.pass{background:#2e7d32}.fail{background:#c62828}
-table{border-collapse:collapse;width:100%;margin-top:1rem;font-size:.9rem}
-th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}tr.bad td{background:#fdecea}
-td.ok{color:#2e7d32;font-weight:600}td.no{color:#c62828;font-weight:600}
-code{font-size:.85rem}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
-"""
-
 
 def _docs_link(outcome: ValidationOutcome) -> str:
     """A link to the GX Data Docs page of this run, relative to the report when both are local."""
@@ -732,31 +721,32 @@ def _docs_link(outcome: ValidationOutcome) -> str:
 
 def render_report(outcome: ValidationOutcome) -> str:
     """A self-contained HTML page a person can open from the task's links or the artifact store."""
+    from mlops.quality.reports import Verdict, render_page, table, tag
+
     esc = html.escape
-    verdict = "PASS" if outcome.success else "FAIL"
+    verdict: Verdict = "PASS" if outcome.success else "FAIL"
     stats = outcome.statistics
-    body_rows = []
+    rows = []
     for i, row in enumerate(outcome.rows, start=1):
         unexpected = ""
         if row.unexpected_count is not None:
             unexpected = f"{row.unexpected_count} of {row.element_count} ({_fmt_percent(row.unexpected_percent)})"
-        status = "PASS" if row.success else ("ERROR" if row.error else "FAIL")
-        body_rows.append(
-            f'<tr class="{"" if row.success else "bad"}"><td>{i}</td><td>{esc(row.column)}</td>'
-            f"<td>{esc(row.description)}<br><code>{esc(row.expectation)}</code></td>"
-            f'<td class="{"ok" if row.success else "no"}">{status}</td>'
-            f"<td>{esc(row.observed)}</td><td>{esc(unexpected)}</td>"
-            f"<td>{esc(', '.join(row.samples))}</td><td>{esc(row.detail)}</td></tr>"
+        rows.append(
+            [
+                str(i),
+                esc(row.column),
+                f"{esc(row.description)}<br><code>{esc(row.expectation)}</code>",
+                tag(row.success, failed="ERROR" if row.error else "FAIL"),
+                esc(row.observed),
+                esc(unexpected),
+                esc(", ".join(row.samples)),
+                esc(row.detail),
+            ]
         )
+    headers = ["#", "Column", "Expectation", "Result", "Observed", "Unexpected", "Sample unexpected values", "Detail"]
     failures = "".join(f"<li>{esc(line)}</li>" for line in outcome.failures)
     interval = f"{outcome.interval_start} .. {outcome.interval_end}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{esc(verdict)}: {esc(outcome.model)} batch {esc(outcome.batch_id)}</title>
-<style>{_CSS}</style></head><body>
-<div class="banner {"pass" if outcome.success else "fail"}">{esc(verdict)}: data-quality gate for
-{esc(outcome.model)} batch {esc(outcome.batch_id)}</div>
-<dl>
+    body = f"""<dl>
 <dt>Model</dt><dd>{esc(outcome.model)}</dd>
 <dt>Batch</dt><dd>{esc(outcome.batch_id)}</dd>
 <dt>Interval</dt><dd>{esc(interval)}</dd>
@@ -769,15 +759,16 @@ failed</dd>
 {f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
 {_docs_link(outcome)}
 <h2>Every expectation</h2>
-<table><thead><tr><th>#</th><th>Column</th><th>Expectation</th><th>Result</th><th>Observed</th>
-<th>Unexpected</th><th>Sample unexpected values</th><th>Detail</th></tr></thead>
-<tbody>{"".join(body_rows)}</tbody></table>
-</body></html>
-"""
+{table(headers, rows, ["" if row.success else "bad" for row in outcome.rows])}"""
+    return render_page(
+        f"{verdict}: {outcome.model} batch {outcome.batch_id}",
+        body,
+        verdict=verdict,
+        summary=f"data-quality gate for {outcome.model} batch {outcome.batch_id}",
+    )
 
 
 def _write_report(outcome: ValidationOutcome) -> None:
-    outcome.report_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outcome.report_html.with_name(outcome.report_html.name + ".tmp")
-    tmp.write_text(render_report(outcome), encoding="utf-8")
-    tmp.replace(outcome.report_html)
+    from mlops.quality.reports import write_page
+
+    write_page(outcome.report_html, render_report(outcome))

@@ -43,7 +43,9 @@ from pydantic import StrictStr
 from typing_extensions import override
 
 from mlops.core.config import ModelConfig
+from mlops.core.lake import parse_dt
 from mlops.core.settings import Settings, get_settings
+from mlops.core.util import quote_identifier
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -477,24 +479,15 @@ def apply(cfg: ModelConfig, store: FeatureStore | None = None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _to_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC, as everywhere in the platform."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _first_partition_date(start: datetime) -> date:
     """First date ``d`` with ``d 00:00 >= start``."""
     day = start.date()
     return day if start == datetime.combine(day, time(), tzinfo=UTC) else day + timedelta(days=1)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _partition_range(start: datetime, end: datetime) -> tuple[str, str] | None:
     """``[lo, hi)`` partition dates (``date=`` values) of ``[start, end)``; None when empty."""
-    lo, hi = _first_partition_date(_to_utc(start)).isoformat(), _first_partition_date(_to_utc(end)).isoformat()
+    lo, hi = _first_partition_date(parse_dt(start)).isoformat(), _first_partition_date(parse_dt(end)).isoformat()
     return (lo, hi) if lo < hi else None
 
 
@@ -534,7 +527,7 @@ def labels_for_window(cfg: ModelConfig, start: datetime, end: datetime) -> pd.Da
     Selection is by partition (batch) date, not event timestamp, so a training window is exactly the
     batches that arrived for it. Rows are sorted by (timestamp, key, file, row) to be reproducible.
     """
-    key, ts, label = (_quote(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
+    key, ts, label = (quote_identifier(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
     dates = _partition_range(start, end)
     if dates is None:
         return _empty_labels(cfg)
@@ -582,7 +575,7 @@ def materialize_interval(cfg: ModelConfig, start: datetime, end: datetime, store
     :data:`ONLINE_WRITE_CHUNK` rows. The interval is recorded in the registry like
     ``feast materialize`` does.
     """
-    start, end = _to_utc(start), _to_utc(end)
+    start, end = parse_dt(start), parse_dt(end)
     if end <= start:
         raise ValueError(f"empty materialization interval [{start}, {end})")
     latest, rows = _latest_rows(cfg, start, end)
@@ -627,10 +620,11 @@ def _latest_rows(cfg: ModelConfig, start: datetime, end: datetime) -> tuple[pa.T
     dates = _partition_range(start, end)
     if dates is None:
         return None, 0
-    key, ts = _quote(cfg.entity.join_key), _quote(cfg.timestamp_column)
+    key, ts = quote_identifier(cfg.entity.join_key), quote_identifier(cfg.timestamp_column)
     numeric = set(cfg.features.numeric)
     values = ", ".join(
-        f"CAST({_quote(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {_quote(c)}" for c in cfg.stored_columns
+        f"CAST({quote_identifier(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {quote_identifier(c)}"
+        for c in cfg.stored_columns
     )
     table: pa.Table | None = _query_lake(
         cfg,
