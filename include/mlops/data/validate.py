@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mlops.core.config import ModelConfig
+from mlops.core.lake import parse_dt
 from mlops.core.locks import file_lock
 
 if TYPE_CHECKING:
@@ -251,21 +252,16 @@ def _normalise_string(series: pd.Series) -> pd.Series:
 
 
 def _gx() -> Any:
-    """Import GX on first use with analytics off (no network from workers, fast DAG parsing)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    """Import GX on first use (fast DAG parsing); analytics are switched off per context, in memory."""
     import great_expectations
 
     return great_expectations
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def freshness_window(cfg: ModelConfig, interval_start: datetime, interval_end: datetime) -> tuple[datetime, datetime]:
     """Event timestamps of a batch must fall in [interval start - max age, interval end]."""
-    oldest = _as_utc(interval_start) - timedelta(hours=cfg.data_quality.freshness_max_age_hours)
-    return oldest, _as_utc(interval_end)
+    oldest = parse_dt(interval_start) - timedelta(hours=cfg.data_quality.freshness_max_age_hours)
+    return oldest, parse_dt(interval_end)
 
 
 def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: datetime) -> ExpectationSuite:
@@ -480,6 +476,7 @@ def validate_batch(
     with file_lock(gx_root / ".mlops-gx.lock"):  # the stored suite is rewritten per run and checked on run
         context = gx.get_context(mode="file", project_root_dir=str(gx_root))
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # in memory only: quiet logs
+        context.variables.analytics_enabled = False  # in memory only: no network from workers
         checkpoint = _checkpoint(context, cfg, suite)
         run_id = RunIdentifier(run_name=_run_name(batch_id), run_time=datetime.now(UTC))
         checkpoint_result = checkpoint.run(batch_parameters={"dataframe": _for_gx(frame, cfg)}, run_id=run_id)
@@ -509,8 +506,8 @@ def validate_batch(
         report_html=Path(report_path),
         model=cfg.name,
         batch_id=batch_id,
-        interval_start=_as_utc(interval_start),
-        interval_end=_as_utc(interval_end),
+        interval_start=parse_dt(interval_start),
+        interval_end=parse_dt(interval_end),
         data_docs_url=docs_url,
         rows=rows,
     )

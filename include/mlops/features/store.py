@@ -16,6 +16,7 @@ import functools
 import glob
 import logging
 import os
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -312,19 +313,44 @@ def _historical_features_asof(
 # --------------------------------------------------------------------------------------------------
 
 
-def get_store(settings: Settings | None = None) -> FeatureStore:
-    """Build the FeatureStore of the current environment (local SQLite or production Postgres/Redis).
+_ENV_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
-    feature_store.yaml uses ``${MLOPS_STATE_DIR}``; Feast expands it from os.environ at load time, so
-    it is set here from the settings (which may point elsewhere, e.g. in tests).
+
+def repo_config(settings: Settings | None = None) -> RepoConfig:
+    """The Feast configuration of the environment: its feature_store.yaml with ``${VAR}`` expanded.
+
+    Values come from the environment, as Feast's own loader does, except ``MLOPS_STATE_DIR``, which comes
+    from the settings (which may point elsewhere, e.g. in tests): nothing is written to ``os.environ``.
     """
+    import yaml
+    from feast.repo_config import FeastConfigError
+    from pydantic import ValidationError
+
+    settings = settings or get_settings()
+    variables = {**os.environ, "MLOPS_STATE_DIR": str(settings.state_dir)}
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables.get(name, match.group(0))  # unknown: left as is, like os.path.expandvars
+
+    path = settings.feature_store_yaml
+    raw = yaml.safe_load(_ENV_VAR.sub(expand, path.read_text()))
+    try:
+        config = RepoConfig(**raw)
+    except ValidationError as exc:
+        raise FeastConfigError(exc, path) from None
+    config.repo_path = settings.feature_repo
+    return config
+
+
+def get_store(settings: Settings | None = None) -> FeatureStore:
+    """Build the FeatureStore of the current environment (local SQLite or production Postgres/Redis)."""
     from feast import FeatureStore
 
     settings = settings or get_settings()
-    os.environ["MLOPS_STATE_DIR"] = str(settings.state_dir)
     if settings.is_local:
         (settings.state_dir / "feast").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
+    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
 def validated_root(settings: Settings | None = None) -> str:

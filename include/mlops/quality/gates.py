@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +33,6 @@ from mlops.quality.reports import num_cell as _num_cell
 from mlops.quality.reports import table as _table
 from mlops.quality.reports import tag as _tag
 from mlops.quality.reports import write_evidently_html as _write_evidently_html
-
-# Evidently sends anonymous telemetry unless this is set; it reads it at call time, so set it early.
-os.environ.setdefault("DO_NOT_TRACK", "1")
 
 GateName = Literal["drift", "quality", "fairness", "champion"]
 
