@@ -41,6 +41,26 @@ from mlops.orchestration.dagkit import (
 )
 
 
+def _monitor(model: str, context: Any) -> dict[str, Any]:
+    """Monitor every interval behind the run; the drift event's extra and the guardrail breaches."""
+    from mlops.quality import monitoring
+
+    intervals = requested_intervals(context, predictions_asset(model), lambda: monitoring.monitoring_backlog(model))
+    if not intervals:
+        raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
+    results = run_each(monitoring.monitor_interval, model, intervals)
+    # Drift on the champion's own training days is in the reports but is not news: no event.
+    drifted = [r for r in results if r.drift_detected and not r.in_training_window]
+    return {
+        "intervals": intervals,
+        # A merged run emits one event: it names every drifted interval, the newest as "window".
+        "drift": {**drifted[-1].event_extra(), "drifted_windows": [r.interval for r in drifted]} if drifted else None,
+        "guardrail_breaches": [b for r in results for b in r.guardrail_breaches],
+        "breached_versions": monitoring.breached_versions(results),  # by number: "9" before "10"
+        "results": [r.to_dict() for r in results],
+    }
+
+
 def build_monitoring_dag(cfg: ModelConfig) -> DAG:
     model = cfg.name
 
@@ -52,28 +72,7 @@ def build_monitoring_dag(cfg: ModelConfig) -> DAG:
     def monitoring_pipeline() -> None:
         @task
         def monitor(**context: Any) -> dict[str, Any]:
-            from mlops.quality import monitoring
-
-            intervals = requested_intervals(
-                context, predictions_asset(model), lambda: monitoring.monitoring_backlog(model)
-            )
-            if not intervals:
-                raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
-            results = run_each(monitoring.monitor_interval, model, intervals)
-            # Drift on the champion's own training days is in the reports but is not news: no event.
-            drifted = [r for r in results if r.drift_detected and not r.in_training_window]
-            breaches = [b for r in results for b in r.guardrail_breaches]
-            breached_versions = monitoring.breached_versions(results)  # by number: "9" before "10"
-            return {
-                "intervals": intervals,
-                # A merged run emits one event: it names every drifted interval, the newest as "window".
-                "drift": {**drifted[-1].event_extra(), "drifted_windows": [r.interval for r in drifted]}
-                if drifted
-                else None,
-                "guardrail_breaches": breaches,
-                "breached_versions": breached_versions,
-                "results": [r.to_dict() for r in results],
-            }
+            return _monitor(model, context)
 
         @task(outlets=[drift_asset(model)])
         def emit_drift(monitored: dict[str, Any], **context: Any) -> dict[str, Any]:
