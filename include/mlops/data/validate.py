@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -550,30 +551,28 @@ def _fmt_value(value: Any, *, compound: bool = False) -> str:
 def _describe(rule: str, kwargs: dict[str, Any], meta: dict[str, Any]) -> str:
     mostly = kwargs.get("mostly")
     share = f"at least {mostly:.4g} of " if isinstance(mostly, float | int) and mostly < 1 else ""
-    if rule == "schema":
-        return "has all expected columns"
-    if rule == "rows":
-        return f"row count between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
-    if rule == "type":
-        return f"{meta.get('expected', 'expected')} type"
-    if rule == "nulls":
-        if share:
-            return f"{share}values not null"
-        return "no null values"
     if rule == "range":
-        low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        if low is None:
-            return f"{share}values at most {_fmt_number(high)}"
-        if high is None:
-            return f"{share}values at least {_fmt_number(low)}"
-        return f"{share}values between {_fmt_number(low)} and {_fmt_number(high)}"
-    if rule == "allowed":
-        return f"{share}values in [{', '.join(str(v) for v in kwargs.get('value_set') or [])}]"
-    if rule == "unique":
-        return "no repeated entity and timestamp"
-    if rule == "freshness":
-        return f"timestamps within {kwargs.get('min_value')} .. {kwargs.get('max_value')} (freshness)"
-    return str(kwargs)
+        return _describe_range(kwargs, share)
+    if rule == "nulls":
+        return f"{share}values not null" if share else "no null values"
+    texts: dict[str, Callable[[], str]] = {
+        "schema": lambda: "has all expected columns",
+        "rows": lambda: f"row count between {kwargs.get('min_value')} and {kwargs.get('max_value')}",
+        "type": lambda: f"{meta.get('expected', 'expected')} type",
+        "allowed": lambda: f"{share}values in [{', '.join(str(v) for v in kwargs.get('value_set') or [])}]",
+        "unique": lambda: "no repeated entity and timestamp",
+        "freshness": lambda: f"timestamps within {kwargs.get('min_value')} .. {kwargs.get('max_value')} (freshness)",
+    }
+    return texts.get(rule, lambda: str(kwargs))()
+
+
+def _describe_range(kwargs: dict[str, Any], share: str) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is None:
+        return f"{share}values at most {_fmt_number(high)}"
+    if high is None:
+        return f"{share}values at least {_fmt_number(low)}"
+    return f"{share}values between {_fmt_number(low)} and {_fmt_number(high)}"
 
 
 def _unparsable_numbers(series: pd.Series) -> tuple[int, list[str]]:
@@ -612,6 +611,45 @@ def _safe_row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
         )
 
 
+def _error_detail(error: str, rule: str, column: str, frame: pd.DataFrame, *, absent: bool) -> str:
+    """Why an expectation could not be evaluated, in the words a person needs."""
+    if absent:
+        return "not evaluated: column missing"
+    if rule in ("range", "freshness") and column in frame.columns and frame[column].dtype == object:
+        wanted = "numeric" if rule == "range" else "a timestamp"
+        return f"not evaluated: column is not {wanted} (dtype object)"
+    return f"not evaluated: {error}"
+
+
+def _type_detail(
+    frame: pd.DataFrame,
+    column: str,
+    dtype: str,
+    meta: dict[str, Any],
+    *,
+    success: bool,
+    samples: list[str],
+    counts: tuple[Any, Any, Any],
+) -> tuple[str, list[str], Any, Any]:
+    """(detail, samples, unexpected count, unexpected percent) of a column-type expectation."""
+    unexpected, elements, percent = counts
+    detail = f"column dtype {dtype}"
+    if not success and dtype == "object" and meta.get("expected") in ("numeric", "integer"):
+        # GX counts every string as unexpected; the useful number is how many are not numbers
+        count, bad = _unparsable_numbers(frame[column])
+        if count:
+            detail += f"; {count} of {len(frame)} values not numbers"
+            samples = bad
+            unexpected, percent = count, 100.0 * count / len(frame) if len(frame) else 0.0
+        else:
+            detail += f"; {unexpected} of {elements} values are numbers stored as text"
+    elif not success and unexpected:
+        detail += f"; {unexpected} of {elements} values not {meta.get('expected')}"
+    if not success and samples:
+        detail += f", e.g. {', '.join(samples[:3])}"
+    return detail, samples, unexpected, percent
+
+
 def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     """Flatten one GX expectation result into what a person needs to see."""
     config = validation.expectation_config
@@ -634,13 +672,7 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     referenced = [kwargs["column"]] if kwargs.get("column") else list(kwargs.get("column_list") or [])
     absent = [c for c in referenced if c not in frame.columns]
     if error is not None:
-        if absent:
-            detail = "not evaluated: column missing"
-        elif rule in ("range", "freshness") and column in frame.columns and frame[column].dtype == object:
-            wanted = "numeric" if rule == "range" else "a timestamp"
-            detail = f"not evaluated: column is not {wanted} (dtype object)"
-        else:
-            detail = f"not evaluated: {error}"
+        detail = _error_detail(error, rule, column, frame, absent=bool(absent))
     elif rule == "schema":
         mismatched = (result.get("details") or {}).get("mismatched") or {}
         missing = mismatched.get("missing") or []
@@ -651,22 +683,10 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     elif rule == "rows":
         detail = f"observed {observed}"
     elif rule == "type":
-        dtype = str(frame[column].dtype) if column in frame.columns else "?"
-        detail = f"column dtype {dtype}"
-        observed_text = dtype
-        if not success and dtype == "object" and meta.get("expected") in ("numeric", "integer"):
-            # GX counts every string as unexpected; the useful number is how many are not numbers
-            count, bad = _unparsable_numbers(frame[column])
-            if count:
-                detail += f"; {count} of {len(frame)} values not numbers"
-                samples = bad
-                unexpected, percent = count, 100.0 * count / len(frame) if len(frame) else 0.0
-            else:
-                detail += f"; {unexpected} of {elements} values are numbers stored as text"
-        elif not success and unexpected:
-            detail += f"; {unexpected} of {elements} values not {meta.get('expected')}"
-        if not success and samples:
-            detail += f", e.g. {', '.join(samples[:3])}"
+        observed_text = str(frame[column].dtype) if column in frame.columns else "?"
+        detail, samples, unexpected, percent = _type_detail(
+            frame, column, observed_text, meta, success=success, samples=samples, counts=(unexpected, elements, percent)
+        )
     else:
         noun = {
             "nulls": "null" + (" or unparsable" if meta.get("timestamp") else ""),

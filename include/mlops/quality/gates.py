@@ -457,7 +457,7 @@ def _unmeasurable(metric: str, y_pos: np.ndarray, pred_pos: np.ndarray, threshol
     return None
 
 
-def fairness_gate(
+def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel gate changes have landed
     holdout: pd.DataFrame,
     y_true: pd.Series,
     y_proba: np.ndarray,
