@@ -19,24 +19,21 @@ no Asset event. Runs for one model and day are serialised by a lock.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, dag, task
 
+from mlops.core.config import ModelConfig
 from mlops.orchestration.dagkit import (
     cron,
-    default_args,
     features_asset,
     generate_dags,
+    model_dag,
     run_step,
 )
 
-START = datetime(2026, 1, 1)
 
-
-def _interval() -> tuple[str, str]:
-    context = get_current_context()
+def _interval(context: Any) -> tuple[str, str]:
     start, end = context["data_interval_start"], context["data_interval_end"]
     if start is None or end is None:
         from airflow.sdk.exceptions import AirflowFailException
@@ -45,37 +42,31 @@ def _interval() -> tuple[str, str]:
     return start.isoformat(), end.isoformat()
 
 
-def build_data_dag(model: str, owner: str, schedule: str, description: str) -> Any:
+def build_data_dag(cfg: ModelConfig) -> DAG:
+    model = cfg.name
+
     @dag(
-        dag_id=f"{model}__data",
-        schedule=CronDataIntervalTimetable(cron(schedule), timezone="UTC"),
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(owner),
-        tags=["mlops", f"model:{model}", "data"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**: {description}",
+        **model_dag(cfg, "data", __doc__), schedule=CronDataIntervalTimetable(cron(cfg.ingest_schedule), timezone="UTC")
     )
     def data_pipeline() -> None:
         @task
-        def ingest() -> dict[str, Any]:
+        def ingest(**context: Any) -> dict[str, Any]:
             from mlops.data import steps as data_steps
 
-            return run_step(data_steps.ingest, model, *_interval())
+            return run_step(data_steps.ingest, model, *_interval(context))
 
         @task
-        def validate(ingested: dict[str, Any]) -> dict[str, Any]:
+        def validate(ingested: dict[str, Any], **context: Any) -> dict[str, Any]:
             from mlops.data import steps as data_steps
 
-            return run_step(data_steps.validate, model, ingested["interval"], *_interval())
+            return run_step(data_steps.validate, model, ingested["interval"], *_interval(context))
 
         @task(outlets=[features_asset(model)])
-        def materialize(validated: dict[str, Any]) -> dict[str, Any]:
+        def materialize(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
             from mlops.features import steps as feature_steps
 
-            result = run_step(feature_steps.materialize, model, *_interval())
-            outlet_events = get_current_context()["outlet_events"]
-            outlet_events[features_asset(model)].extra = {
+            result = run_step(feature_steps.materialize, model, *_interval(context))
+            context["outlet_events"][features_asset(model)].extra = {
                 "interval": validated["interval"],
                 "rows": validated["rows"],
                 "snapshot": validated["snapshot"],
@@ -87,4 +78,4 @@ def build_data_dag(model: str, owner: str, schedule: str, description: str) -> A
     return data_pipeline()
 
 
-generate_dags(globals(), "data", lambda cfg: build_data_dag(cfg.name, cfg.owner, cfg.ingest_schedule, cfg.description))
+generate_dags(globals(), "data", build_data_dag)

@@ -29,40 +29,30 @@ first (a per-day lock serialises them) and the other one skips without emitting 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops.core.config import ModelConfig
 from mlops.orchestration.dagkit import (
-    default_args,
     features_asset,
     generate_dags,
     labels_asset,
     landed_asset,
     landing_watch,
+    model_dag,
     run_step,
 )
 
-START = datetime(2026, 1, 1)
 
-
-def build_landing_dag(cfg: ModelConfig) -> Any:
+def build_landing_dag(cfg: ModelConfig) -> DAG:
     model = cfg.name
     landed = landed_asset(cfg)
+    common = model_dag(cfg, "landing", __doc__, tags=("data", "event-driven"))
+    common["doc_md"] += f"\n\n**Started by**: {landing_watch(landed)}."
 
-    @dag(
-        dag_id=f"{model}__landing",
-        schedule=[landed],
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(cfg.owner),
-        tags=["mlops", f"model:{model}", "data", "event-driven"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}\n\n**Started by**: {landing_watch(landed)}.",
-    )
+    @dag(**common, schedule=[landed])
     def landing_pipeline() -> None:
         @task
         def find_new_batches() -> list[str]:
@@ -71,14 +61,14 @@ def build_landing_dag(cfg: ModelConfig) -> Any:
             return run_step(data_steps.pending_landed_days, model)
 
         @task(outlets=[features_asset(model), labels_asset(model)])
-        def process(days: list[str]) -> dict[str, Any]:
+        def process(days: list[str], **context: Any) -> dict[str, Any]:
             from mlops.data import steps as data_steps
 
             result = run_step(data_steps.process_landed, model, days)
             if not result["intervals"]:  # a failed task emits no Asset event
                 raise AirflowFailException("every landed batch was quarantined: " + " | ".join(result["quarantined"]))
             extra = {"intervals": result["intervals"], "rows": result["rows"]}
-            outlet_events = get_current_context()["outlet_events"]
+            outlet_events = context["outlet_events"]
             outlet_events[features_asset(model)].extra = extra
             outlet_events[labels_asset(model)].extra = extra
             return result

@@ -22,78 +22,69 @@ Airflow merged without listing them (apache/airflow#56749) are not lost.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import DAG, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlops.core.config import ModelConfig
 from mlops.orchestration.dagkit import (
-    default_args,
     doctor_task,
     drift_asset,
     generate_dags,
     intervals_param,
+    model_dag,
     predictions_asset,
     requested_intervals,
     run_each,
     run_step,
 )
 
-START = datetime(2026, 1, 1)
+
+def _monitor(model: str, context: Any) -> dict[str, Any]:
+    """Monitor every interval behind the run; the drift event's extra and the guardrail breaches."""
+    from mlops.quality import monitoring
+
+    intervals = requested_intervals(context, predictions_asset(model), lambda: monitoring.monitoring_backlog(model))
+    if not intervals:
+        raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
+    results = run_each(monitoring.monitor_interval, model, intervals)
+    # Drift on the champion's own training days is in the reports but is not news: no event.
+    drifted = [r for r in results if r.drift_detected and not r.in_training_window]
+    return {
+        "intervals": intervals,
+        # A merged run emits one event: it names every drifted interval, the newest as "window".
+        "drift": {**drifted[-1].event_extra(), "drifted_windows": [r.interval for r in drifted]} if drifted else None,
+        "guardrail_breaches": [b for r in results for b in r.guardrail_breaches],
+        "breached_versions": monitoring.breached_versions(results),  # by number: "9" before "10"
+        "results": [r.to_dict() for r in results],
+    }
 
 
-def build_monitoring_dag(model: str, owner: str) -> Any:
+def build_monitoring_dag(cfg: ModelConfig) -> DAG:
+    model = cfg.name
+
     @dag(
-        dag_id=f"{model}__monitoring",
+        **model_dag(cfg, "monitoring", __doc__, describe=False),
         schedule=[predictions_asset(model)],
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(owner),
         params={"intervals": intervals_param()},
-        tags=["mlops", f"model:{model}", "monitoring"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**",
     )
     def monitoring_pipeline() -> None:
         @task
-        def monitor() -> dict[str, Any]:
-            from mlops.quality import monitoring
-
-            context = get_current_context()
-            intervals = requested_intervals(
-                context, predictions_asset(model), lambda: monitoring.monitoring_backlog(model)
-            )
-            if not intervals:
-                raise AirflowSkipException("no predictions event behind this run: nothing to monitor")
-            results = run_each(monitoring.monitor_interval, model, intervals)
-            # Drift on the champion's own training days is in the reports but is not news: no event.
-            drifted = [r for r in results if r.drift_detected and not r.in_training_window]
-            breaches = [b for r in results for b in r.guardrail_breaches]
-            breached_versions = monitoring.breached_versions(results)  # by number: "9" before "10"
-            return {
-                "intervals": intervals,
-                # A merged run emits one event: it names every drifted interval, the newest as "window".
-                "drift": {**drifted[-1].event_extra(), "drifted_windows": [r.interval for r in drifted]}
-                if drifted
-                else None,
-                "guardrail_breaches": breaches,
-                "breached_versions": breached_versions,
-                "results": [r.to_dict() for r in results],
-            }
+        def monitor(**context: Any) -> dict[str, Any]:
+            return _monitor(model, context)
 
         @task(outlets=[drift_asset(model)])
-        def emit_drift(monitored: dict[str, Any]) -> dict[str, Any]:
+        def emit_drift(monitored: dict[str, Any], **context: Any) -> dict[str, Any]:
             if not monitored["drift"]:
                 raise AirflowSkipException(f"no drift in {monitored['intervals']}: no drift event emitted")
-            get_current_context()["outlet_events"][drift_asset(model)].extra = monitored["drift"]
+            context["outlet_events"][drift_asset(model)].extra = monitored["drift"]
             return dict(monitored["drift"])
 
         @task
-        def circuit_breaker(monitored: dict[str, Any]) -> dict[str, Any]:
+        def circuit_breaker(monitored: dict[str, Any], **context: Any) -> dict[str, Any]:
             from mlops.quality import monitoring
 
-            context = get_current_context()
             return run_step(
                 monitoring.circuit_breaker,
                 model,
@@ -113,4 +104,4 @@ def build_monitoring_dag(model: str, owner: str) -> Any:
     return monitoring_pipeline()
 
 
-generate_dags(globals(), "monitoring", lambda cfg: build_monitoring_dag(cfg.name, cfg.owner))
+generate_dags(globals(), "monitoring", build_monitoring_dag)

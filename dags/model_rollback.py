@@ -10,24 +10,20 @@ The target is computed once and kept in the move's record: a retry finishes that
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import DAG, Param, dag, task
 
-from mlops.orchestration.dagkit import default_args, doctor_task, generate_dags
+from mlops.core.config import ModelConfig
+from mlops.orchestration.dagkit import default_args, doctor_task, generate_dags, model_dag
 
-START = datetime(2026, 1, 1)
 
+def build_rollback_dag(cfg: ModelConfig) -> DAG:
+    model = cfg.name
 
-def build_rollback_dag(model: str, owner: str) -> Any:
     @dag(
-        dag_id=f"{model}__rollback",
+        **model_dag(cfg, "rollback", __doc__, describe=False, default_args={**default_args(cfg.owner), "retries": 1}),
         schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args={**default_args(owner), "retries": 1},
         params={
             "target_version": Param(
                 None,
@@ -40,18 +36,15 @@ def build_rollback_dag(model: str, owner: str) -> Any:
                 "", type="string", minLength=3, title="Reason", description="Recorded in the alias history."
             ),
         },
-        tags=["mlops", f"model:{model}", "rollback"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**",
     )
     def rollback_pipeline() -> None:
         @task
-        def rollback() -> dict[str, Any]:
+        def rollback(**context: Any) -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowFailException
 
             from mlops.core.errors import GateFailed
             from mlops.model import registry
 
-            context = get_current_context()
             params = context["params"]
             actor = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
             try:
@@ -75,4 +68,4 @@ def build_rollback_dag(model: str, owner: str) -> Any:
     return rollback_pipeline()
 
 
-generate_dags(globals(), "rollback", lambda cfg: build_rollback_dag(cfg.name, cfg.owner))
+generate_dags(globals(), "rollback", build_rollback_dag)

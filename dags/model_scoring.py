@@ -15,43 +15,36 @@ be left unscored.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import DAG, dag, task
 
+from mlops.core.config import ModelConfig
 from mlops.orchestration.dagkit import (
-    default_args,
     features_asset,
     generate_dags,
     intervals_param,
+    model_dag,
     predictions_asset,
     requested_intervals,
     run_each,
 )
 
-START = datetime(2026, 1, 1)
 
+def build_scoring_dag(cfg: ModelConfig) -> DAG:
+    model = cfg.name
 
-def build_scoring_dag(model: str, owner: str) -> Any:
     @dag(
-        dag_id=f"{model}__scoring",
+        **model_dag(cfg, "scoring", __doc__, describe=False),
         schedule=[features_asset(model)],
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(owner),
         params={"intervals": intervals_param()},
-        tags=["mlops", f"model:{model}", "scoring"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**",
     )
     def scoring_pipeline() -> None:
         @task(outlets=[predictions_asset(model)])
-        def score() -> dict[str, Any]:
+        def score(**context: Any) -> dict[str, Any]:
             from mlops.model import scoring
             from mlops.quality import monitoring
 
-            context = get_current_context()
             intervals = requested_intervals(context, features_asset(model), lambda: monitoring.scoring_backlog(model))
             if not intervals:
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -72,4 +65,4 @@ def build_scoring_dag(model: str, owner: str) -> Any:
     return scoring_pipeline()
 
 
-generate_dags(globals(), "scoring", lambda cfg: build_scoring_dag(cfg.name, cfg.owner))
+generate_dags(globals(), "scoring", build_scoring_dag)

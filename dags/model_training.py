@@ -32,17 +32,17 @@ invariants beside the run (see the README's "Registry safety").
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
+    DAG,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
     Param,
     dag,
-    get_current_context,
     task,
 )
 
@@ -50,22 +50,20 @@ from mlops.core.config import ModelConfig
 from mlops.model.estimators import params_json_schema
 from mlops.orchestration.dagkit import (
     cron,
-    default_args,
     doctor_task,
     drift_asset,
     generate_dags,
     labels_asset,
+    model_dag,
     run_step,
     training_backend,
     triggering_extras,
 )
 
-START = datetime(2026, 1, 1)
 TRAINING_SET = "build_training_set"
 
 
-def _run_id() -> tuple[str, str]:
-    context = get_current_context()
+def _run_id(context: Any) -> tuple[str, str]:
     return context["dag"].dag_id, context["run_id"]
 
 
@@ -124,29 +122,73 @@ def _params(cfg: ModelConfig) -> dict[str, Param]:
     }
 
 
+def _plan(cfg: ModelConfig, context: Any) -> dict[str, Any]:
+    """The training window and trigger of this run; a retrain burst inside the cool-down is skipped."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops.features import steps as feature_steps
+    from mlops.quality import monitoring
+
+    model, params = cfg.name, context["params"]
+    _checked_estimator_params(cfg, params)  # before any work: a bad form value fails the run here
+    events = triggering_extras(context, drift_asset(model))
+    labels = triggering_extras(context, labels_asset(model))
+    if not events and not labels:
+        # The window is fixed here, so a cleared or retried run trains on the same days.
+        first, last = run_step(feature_steps.training_window, model, params["window_end"], params["window_days"])
+        return {
+            "trigger": str(getattr(context["dag_run"], "run_type", "manual")),
+            "window_end": last.isoformat(),
+            "window_days": (last - first).days + 1,
+            "drift_events": [],
+        }
+    trigger = "drift" if events else "labels"
+    remaining = monitoring.cooldown_remaining(model, cfg.retraining.cooldown_minutes)
+    if remaining > 0:
+        raise AirflowSkipException(
+            f"{trigger}-triggered retrain skipped: cool-down of {cfg.retraining.cooldown_minutes:g} min "
+            f"after the last retrain ({remaining:.0f} s left); {len(events)} drift and {len(labels)} "
+            "new-labels event(s) merged"
+        )
+    # The window ends at the newest validated day: it holds every drifted or newly landed batch.
+    drifted_until, window_days = monitoring.retrain_window(events, params["window_days"])
+    newest = run_step(feature_steps.training_window, model, None, window_days)[1].isoformat()
+    return {
+        "trigger": trigger,
+        "window_end": max(drifted_until or newest, newest),
+        "window_days": window_days,
+        "drift_events": events,
+        "label_events": labels,
+    }
+
+
+def _training_set_tasks(cfg: ModelConfig) -> Any:
+    """plan_training >> build_training_set; returns the training set's XCom."""
+    model = cfg.name
+
+    @task
+    def plan_training(**context: Any) -> dict[str, Any]:
+        return _plan(cfg, context)
+
+    @task(task_id=TRAINING_SET)
+    def build_training_set(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.features import steps as feature_steps
+
+        _, run_id = _run_id(context)
+        result = run_step(feature_steps.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
+        return {**result, "trigger": plan["trigger"]}
+
+    return build_training_set(plan_training())
+
+
 def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
     """Training: the house GPU pod in production, the same CLI as a local process elsewhere."""
     if training_backend() == "kubernetes":
-        from mlops.orchestration.pod import gpu_pod_operator
+        from mlops.orchestration.pod import gpu_pod_operator, training_arguments
 
-        xcom = f"ti.xcom_pull(task_ids='{TRAINING_SET}')"
         pod = gpu_pod_operator(
             task_id="train",
-            arguments=[
-                "--model",
-                cfg.name,
-                "--training-set",
-                "{{ " + xcom + "['uri'] }}",
-                "--holdout-output",
-                "{{ " + xcom + "['holdout_uri'] }}",
-                "--estimator-params",
-                "{{ params.estimator_params | tojson }}",
-                "--tags",
-                '{"airflow.dag_run_id": "{{ run_id }}", "airflow.trigger": "{{ ' + xcom + "['trigger'] }}\"}",
-                "--run-name",
-                "{{ dag.dag_id }}/{{ run_id }}",
-                "--xcom",
-            ],
+            arguments=training_arguments(cfg.name, cfg.training.resources, training_set_task=TRAINING_SET),
             resources=cfg.training.resources,
             labels={"mlops/model": cfg.name.replace("_", "-")},
             # The same bound as the local process; a pod past it fails and the task retries it.
@@ -156,189 +198,133 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
         return pod.output
 
     @task(task_id="train")
-    def train_locally(training_set: dict[str, Any]) -> dict[str, Any]:
+    def train_locally(training_set: dict[str, Any], **context: Any) -> dict[str, Any]:
         from mlops.model import launch
 
-        dag_id, run_id = _run_id()
-        params = get_current_context()["params"]
+        dag_id, run_id = _run_id(context)
+        params = context["params"]
         return run_step(
             launch.train_local,
             cfg.name,
             training_set,
-            run_name=f"{dag_id}/{run_id}",
+            run_name=launch.run_name(dag_id, run_id),
             estimator_params=_checked_estimator_params(cfg, params),
-            tags={
-                "airflow.dag_id": dag_id,
-                "airflow.dag_run_id": run_id,
-                "airflow.trigger": training_set["trigger"],
-            },
+            tags=launch.train_tags(
+                dag_id=dag_id, run_id=run_id, trigger=training_set["trigger"], image=launch.LOCAL_PROCESS_IMAGE
+            ),
         )
 
     return train_locally(training_set)
 
 
-def build_training_dag(cfg: ModelConfig) -> Any:
+def _gate_tasks(cfg: ModelConfig, trained: Any) -> list[Any]:
+    """The four gates over the trained model, side by side."""
     model = cfg.name
 
-    @dag(
-        dag_id=f"{model}__training",
-        schedule=_schedule(cfg),
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(cfg.owner),
-        params=_params(cfg),
-        tags=["mlops", f"model:{model}", "training"],
-        doc_md=f"{__doc__}\n\n**Model `{model}`**: {cfg.description}",
-    )
-    def training_pipeline() -> None:
-        @task
-        def plan_training() -> dict[str, Any]:
-            from airflow.sdk.exceptions import AirflowSkipException
+    @task
+    def gate_drift(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.quality import steps as gate_steps
 
-            from mlops.features import steps as feature_steps
-            from mlops.quality import monitoring
+        return run_step(gate_steps.gate_drift, model, trained, context["run_id"])
 
-            context = get_current_context()
-            params = context["params"]
-            _checked_estimator_params(cfg, params)  # before any work: a bad form value fails the run here
-            events = triggering_extras(context, drift_asset(model))
-            labels = triggering_extras(context, labels_asset(model))
-            if not events and not labels:
-                # The window is fixed here, so a cleared or retried run trains on the same days.
-                first, last = run_step(
-                    feature_steps.training_window, model, params["window_end"], params["window_days"]
-                )
-                return {
-                    "trigger": str(getattr(context["dag_run"], "run_type", "manual")),
-                    "window_end": last.isoformat(),
-                    "window_days": (last - first).days + 1,
-                    "drift_events": [],
-                }
-            trigger = "drift" if events else "labels"
-            remaining = monitoring.cooldown_remaining(model, cfg.retraining.cooldown_minutes)
-            if remaining > 0:
-                raise AirflowSkipException(
-                    f"{trigger}-triggered retrain skipped: cool-down of {cfg.retraining.cooldown_minutes:g} min "
-                    f"after the last retrain ({remaining:.0f} s left); {len(events)} drift and {len(labels)} "
-                    "new-labels event(s) merged"
-                )
-            # The window ends at the newest validated day: it holds every drifted or newly landed batch.
-            drifted_until, window_days = monitoring.retrain_window(events, params["window_days"])
-            newest = run_step(feature_steps.training_window, model, None, window_days)[1].isoformat()
-            window_end = max(drifted_until or newest, newest)
-            return {
-                "trigger": trigger,
-                "window_end": window_end,
-                "window_days": window_days,
-                "drift_events": events,
-                "label_events": labels,
-            }
+    @task
+    def gate_quality(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.quality import steps as gate_steps
 
-        @task(task_id=TRAINING_SET)
-        def build_training_set(plan: dict[str, Any]) -> dict[str, Any]:
-            from mlops.features import steps as feature_steps
+        return run_step(gate_steps.gate_quality, model, trained, context["run_id"])
 
-            _, run_id = _run_id()
-            result = run_step(feature_steps.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
-            return {**result, "trigger": plan["trigger"]}
+    @task
+    def gate_fairness(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.quality import steps as gate_steps
 
-        @task
-        def gate_drift(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops.quality import steps as gate_steps
+        return run_step(gate_steps.gate_fairness, model, trained, context["run_id"])
 
-            return run_step(gate_steps.gate_drift, model, trained, _run_id()[1])
+    @task
+    def gate_champion(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.quality import steps as gate_steps
 
-        @task
-        def gate_quality(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops.quality import steps as gate_steps
+        force = bool(context["params"]["force"])
+        return run_step(gate_steps.gate_champion, model, trained, context["run_id"], force=force)
 
-            return run_step(gate_steps.gate_quality, model, trained, _run_id()[1])
+    return [gate_drift(trained), gate_quality(trained), gate_fairness(trained), gate_champion(trained)]
 
-        @task
-        def gate_fairness(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops.quality import steps as gate_steps
 
-            return run_step(gate_steps.gate_fairness, model, trained, _run_id()[1])
+def _approval(context: Any) -> tuple[str, str]:
+    """Who promotes and why: the approver of approve_promotion (never the run's own trigger), else airflow."""
+    approval = context["ti"].xcom_pull(task_ids="approve_promotion")
+    if not approval:
+        return "airflow", "passed every gate"
+    from airflow.sdk.exceptions import AirflowFailException
 
-        @task
-        def gate_champion(trained: dict[str, Any]) -> dict[str, Any]:
-            from mlops.quality import steps as gate_steps
+    from mlops.model.approval import SelfApprovalError, approver
 
-            force = bool(get_current_context()["params"]["force"])
-            return run_step(gate_steps.gate_champion, model, trained, _run_id()[1], force=force)
+    if "Approve" not in approval.get("chosen_options", []):
+        raise ValueError(f"promotion was not approved: {approval}")
+    try:
+        actor = approver(approval, context["dag_run"].triggering_user_name)
+    except SelfApprovalError as exc:
+        raise AirflowFailException(str(exc)) from None
+    return actor, "approved in Airflow"
 
-        @task
-        def register(trained: dict[str, Any], training_set: dict[str, Any]) -> dict[str, Any]:
-            from mlops.model import steps as model_steps
 
-            dag_id, run_id = _run_id()
-            return run_step(
-                model_steps.register,
-                model,
-                trained,
-                training_set,
-                dag_id=dag_id,
-                run_id=run_id,
-                task_id="register",
-            )
+def _promotion_tasks(cfg: ModelConfig, trained: Any, training_set: Any, gates: list[Any]) -> None:
+    """gates >> register >> approval_route >> [approve_promotion | auto_approve] >> promote."""
+    model = cfg.name
 
-        @task.branch
-        def approval_route() -> str:
-            from mlops.model import steps as model_steps
+    @task
+    def register(trained: dict[str, Any], training_set: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.model import steps as model_steps
 
-            requested = get_current_context()["params"]["require_approval"]
-            return "approve_promotion" if model_steps.needs_approval(cfg, requested) else "auto_approve"
-
-        @task(trigger_rule="none_failed_min_one_success")
-        def promote(registered: dict[str, Any]) -> dict[str, Any]:
-            from mlops.model import steps as model_steps
-
-            context = get_current_context()
-            approval = context["ti"].xcom_pull(task_ids="approve_promotion")
-            actor, reason = "airflow", "passed every gate"
-            if approval:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                from mlops.model.approval import SelfApprovalError, approver
-
-                if "Approve" not in approval.get("chosen_options", []):
-                    raise ValueError(f"promotion was not approved: {approval}")
-                try:
-                    actor = approver(approval, context["dag_run"].triggering_user_name)
-                except SelfApprovalError as exc:
-                    raise AirflowFailException(str(exc)) from None
-                reason = "approved in Airflow"
-            dag_id, run_id = _run_id()
-            return run_step(
-                model_steps.promote,
-                model,
-                registered["version"],
-                actor=actor,
-                reason=reason,
-                dag_id=dag_id,
-                run_id=run_id,
-                task_id="promote",
-            )
-
-        doctor_task(model)
-        training_set = build_training_set(plan_training())
-        trained = _train_task(cfg, training_set)
-        gates = [gate_drift(trained), gate_quality(trained), gate_fairness(trained), gate_champion(trained)]
-        registered = register(trained, training_set)
-        route = approval_route()
-        approve_promotion = ApprovalOperator(
-            task_id="approve_promotion",
-            # Unanswered for a day: reject, so retraining (one run at a time) is never blocked for good.
-            response_timeout=timedelta(hours=24),
-            defaults="Reject",
-            subject=f"Promote {model} to champion?",
-            body="Version {{ ti.xcom_pull(task_ids='register')['version'] }} passed every gate. "
-            "Reports are attached to its MLflow run.",
+        dag_id, run_id = _run_id(context)
+        return run_step(
+            model_steps.register, model, trained, training_set, dag_id=dag_id, run_id=run_id, task_id="register"
         )
-        auto_approve = EmptyOperator(task_id="auto_approve")
-        promoted = promote(registered)
-        gates >> registered >> route >> [approve_promotion, auto_approve] >> promoted
+
+    @task.branch
+    def approval_route(**context: Any) -> str:
+        from mlops.model import steps as model_steps
+
+        requested = context["params"]["require_approval"]
+        return "approve_promotion" if model_steps.needs_approval(cfg, requested) else "auto_approve"
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def promote(registered: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from mlops.model import steps as model_steps
+
+        actor, reason = _approval(context)
+        dag_id, run_id = _run_id(context)
+        return run_step(
+            model_steps.promote,
+            model,
+            registered["version"],
+            actor=actor,
+            reason=reason,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id="promote",
+        )
+
+    registered = register(trained, training_set)
+    approve_promotion = ApprovalOperator(
+        task_id="approve_promotion",
+        # Unanswered for a day: reject, so retraining (one run at a time) is never blocked for good.
+        response_timeout=timedelta(hours=24),
+        defaults="Reject",
+        subject=f"Promote {model} to champion?",
+        body="Version {{ ti.xcom_pull(task_ids='register')['version'] }} passed every gate. "
+        "Reports are attached to its MLflow run.",
+    )
+    auto_approve = EmptyOperator(task_id="auto_approve")
+    gates >> registered >> approval_route() >> [approve_promotion, auto_approve] >> promote(registered)
+
+
+def build_training_dag(cfg: ModelConfig) -> DAG:
+    @dag(**model_dag(cfg, "training", __doc__), schedule=_schedule(cfg), params=_params(cfg))
+    def training_pipeline() -> None:
+        doctor_task(cfg.name)
+        training_set = _training_set_tasks(cfg)
+        trained = _train_task(cfg, training_set)
+        _promotion_tasks(cfg, trained, training_set, _gate_tasks(cfg, trained))
 
     return training_pipeline()
 

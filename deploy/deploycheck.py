@@ -439,7 +439,7 @@ def _containers(spec: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     ]
 
 
-def pod_security_restricted_violations(pod: Mapping[str, Any]) -> list[str]:
+def pod_security_restricted_violations(pod: Mapping[str, Any]) -> list[str]:  # noqa: C901, PLR0912, PLR0915 -- one checklist, read top to bottom
     """What keeps a pod (the API's camelCase JSON) out of Pod Security ``restricted``; empty = admitted.
 
     Checked on every container, init and ephemeral ones included, as the admission controller does:
@@ -567,7 +567,7 @@ def _port(entry: Mapping[str, Any]) -> tuple[str, int | str]:
     return (str(entry.get("protocol", "TCP")), entry.get("port", "*"))
 
 
-def egress_problems(
+def egress_problems(  # noqa: C901 -- one rule per branch, read top to bottom
     policies: Sequence[Mapping[str, Any]],
     namespace: str,
     labels: Mapping[str, str],

@@ -20,8 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +37,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_dev.processes import free_port, kill, spawn, stop, wait_http
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = "credit_risk"
@@ -49,39 +49,7 @@ PG = "postgres@127.0.0.1:5432"
 REDIS_DB = int(os.environ.get("MLOPS_TEST_REDIS_DB", "13"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status < 500:
-                    return
-        except OSError as exc:  # HTTPError is one
-            last = str(exc)
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout:.0f} s: {last}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
     import psycopg
 
     with psycopg.connect(f"postgresql://{PG}/postgres", autocommit=True) as conn:
@@ -156,14 +124,13 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 240) -> None:
-        self.proc = _spawn(self.args, self.env, self.log)
+        self.proc = spawn(self.args, self.env, self.log)
         wait_http(self.health_url, timeout, self.proc)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (no shutdown handler runs), and reap it."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            kill(self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -210,16 +177,11 @@ class Stack:
         )
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def start_moto(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """moto's server (S3, SQS, ...) as a process on a free loopback port, answering; stop it with ``stop``."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    proc = _spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, log)
+    proc = spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, log)
     try:
         wait_http(f"{endpoint}/moto-api/", 60, proc)
     except BaseException:
@@ -270,7 +232,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     try:
         online.ping()  # fails loudly when the machine's Redis is not running
         for database in databases.values():
-            _pg_admin(f'CREATE DATABASE "{database}"')
+            pg_admin(f'CREATE DATABASE "{database}"')
             created.append(database)
         aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_", "MLFLOW_", "AWS_"))}
@@ -379,7 +341,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             stop(proc)
         online.flushdb()
         for database in created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         shutil.rmtree(root / "state", ignore_errors=True)
 
 

@@ -192,7 +192,7 @@ def _scored_versions(settings: Settings, model: str, day: date) -> list[str]:
     return sorted(set(pd.read_parquet(path)["model_version"].astype(str)))
 
 
-def run_demo(model: str, days: int, rows: int, with_loop: bool = True) -> dict[str, Any]:
+def run_demo(model: str, days: int, rows: int, with_loop: bool = True) -> dict[str, Any]:  # noqa: PLR0915 -- one narrated scenario
     from mlops.core.config import get_config
     from mlops.data import steps as data_steps
     from mlops.data.ingest import landing_store

@@ -8,8 +8,6 @@ through Airflow's own API functions on the same metadata DB, so nothing here re-
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops.core.settings import Settings, airflow_env
+from mlops_dev.processes import free_port, spawn, stop_all
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = {"success", "failed"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scheduler_env(settings: Settings, port: int) -> dict[str, str]:
@@ -69,7 +62,7 @@ class AirflowServices:
 
     def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         # A clean Airflow configuration: inherited AIRFLOW* settings (a test runner's unit-test mode, another
         # deployment's DB) must not leak into these processes; MLOPS_* settings do carry over. ``extra_env``
@@ -98,10 +91,7 @@ class AirflowServices:
         subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in COMPONENTS:
-            log = (self.log_dir / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.procs[name] = spawn([airflow, name], self.env, self.log_dir / f"{name}.log")
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -144,16 +134,7 @@ class AirflowServices:
         raise TimeoutError(f"Airflow did not become healthy in {timeout:.0f} s: {last}")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_all(self.procs.values(), grace=30)
         self.procs.clear()
 
     # ------------------------------------------------------------------ runs, through Airflow's API

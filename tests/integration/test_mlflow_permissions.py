@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from production_stack import BIN, PG, REPO, _pg_admin, _spawn, free_port, stop, wait_http
+from mlops_dev.processes import free_port, spawn, stop, wait_http
+from production_stack import BIN, PG, REPO, pg_admin
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -83,7 +84,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     proc: subprocess.Popen[bytes] | None = None
     try:
         for database in databases.values():
-            _pg_admin(f'CREATE DATABASE "{database}"')
+            pg_admin(f'CREATE DATABASE "{database}"')
             created.append(database)
         config = _compose_auth_config()
         config["mlflow"]["database_uri"] = f"postgresql://{PG}/{databases['auth']}"
@@ -119,7 +120,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
             "--workers",
             "1",
         ]
-        proc = _spawn(args, server_env, root / "mlflow.log")
+        proc = spawn(args, server_env, root / "mlflow.log")
         wait_http(f"{url}/health", 240, proc)
 
         # mlflow-init: the admin applies the file, each user's name and password from its own variables.
@@ -147,7 +148,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         if proc is not None:
             stop(proc)
         for database in created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _training_run(server: Server) -> tuple[str, str]:

@@ -32,7 +32,8 @@ import pytest
 import yaml
 
 from mlops.model.approval import SelfApprovalError, approver
-from production_stack import BIN, PG, REPO, AirflowApi, _pg_admin, _spawn, free_port, stop, wait_http
+from mlops_dev.processes import free_port, spawn, stop, wait_http
+from production_stack import BIN, PG, REPO, AirflowApi, pg_admin
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -175,10 +176,10 @@ def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabAirflow
     created = False
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        _pg_admin(f'CREATE DATABASE "{database}"')
+        pg_admin(f'CREATE DATABASE "{database}"')
         created = True
         _airflow(env, "db", "migrate")
-        serialize = _spawn([str(BIN / "airflow"), "dags", "reserialize"], env, root / "reserialize.log")
+        serialize = spawn([str(BIN / "airflow"), "dags", "reserialize"], env, root / "reserialize.log")
         procs.append(serialize)
         for start in ("first", "second"):  # airflow-init runs on every `docker compose up`
             init = subprocess.run(
@@ -193,7 +194,7 @@ def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabAirflow
             assert init.returncode == 0, f"airflow-init's FAB part, {start} start: {output[-3000:]}"
             assert ("added to role" in output) == (start == "first"), output[-3000:]
         assert serialize.wait(timeout=300) == 0, (root / "reserialize.log").read_text()[-2000:]
-        procs.append(_spawn([str(BIN / "airflow"), "api-server"], env, root / "api-server.log"))
+        procs.append(spawn([str(BIN / "airflow"), "api-server"], env, root / "api-server.log"))
         wait_http(f"{base_url}/api/v2/version", 240, procs[-1])
         apis = {role: AirflowApi(base_url, usernames[role], passwords[role]) for role in ROLES}
         for api in apis.values():
@@ -203,7 +204,7 @@ def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabAirflow
         for proc in procs:
             stop(proc)
         if created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def test_airflow_init_made_one_user_per_role(fab_airflow: FabAirflow) -> None:

@@ -135,6 +135,26 @@ def test_production_yaml_is_a_valid_repo_config(monkeypatch: pytest.MonkeyPatch)
     assert isinstance(config.offline_store, features.LakeDuckDBOfflineStoreConfig)
 
 
+def test_repo_config_takes_the_state_dir_from_settings_without_touching_the_environment(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "elsewhere"))
+    before = dict(os.environ)
+    other = dataclasses.replace(settings, state_dir=tmp_path / "from-settings")
+    store = features.get_store(other)
+    assert dict(os.environ) == before  # nothing written to the process environment
+    assert store.config.registry.path == f"{tmp_path / 'from-settings'}/feast/registry.db"
+    assert store.config.online_store.path == f"{tmp_path / 'from-settings'}/feast/online_rows.db"
+    production = dataclasses.replace(
+        other, feature_store_yaml=REPO_ROOT / "feature_repo" / "feature_store.production.yaml"
+    )
+    monkeypatch.setenv("FEAST_REGISTRY_URL", "postgresql+psycopg://feast@postgres:5432/feast")
+    monkeypatch.setenv("FEAST_REDIS_CONNECTION", "redis:6379,db=0")
+    assert features.repo_config(production).online_store.connection_string == "redis:6379,db=0"  # others: env
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_apply_twice_is_idempotent(settings: Settings, name: str) -> None:
     cfg = _cfg(name)

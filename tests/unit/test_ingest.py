@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from mlops.core.settings import get_settings
 from mlops.core.storage import open_store
 from mlops.data import snapshots
 from mlops.data.ingest import DuplicateBatchError, ingest_interval, interval_days, pending_days, read_manifest
+from mlops_dev.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = get_config("credit_risk", REPO / "include" / "models").config
@@ -97,18 +97,12 @@ def test_interval_days() -> None:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto's S3-compatible server on loopback (a real HTTP server, reached through boto3)."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,21 @@ def _pod_dict(operator: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def training_pod(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The pod of the real credit_risk training DAG, parsed with the Kubernetes backend."""
+def training_dag() -> Any:
+    """The real credit_risk training DAG, parsed with the Kubernetes backend."""
     mp = pytest.MonkeyPatch()
     mp.setenv("MLOPS_TRAINING_BACKEND", "kubernetes")
     try:
         bag = DagBag(dag_folder=str(REPO / "dags"))
     finally:
         mp.undo()
-    task = bag.dags["credit_risk__training"].get_task("train")
+    return bag.dags["credit_risk__training"]
+
+
+@pytest.fixture(scope="module")
+def training_pod(training_dag: Any) -> dict[str, Any]:
+    """The pod of the real credit_risk training DAG."""
+    task = training_dag.get_task("train")
     assert type(task).__name__ == "KubernetesPodOperator"
     return _pod_dict(task)
 
@@ -105,6 +112,53 @@ def test_pod_runs_the_training_cli(training_pod: dict[str, Any]) -> None:
     assert args[args.index("--model") + 1] == "credit_risk"
     assert "--xcom" in args
     assert training_pod["metadata"]["labels"]["mlops/model"] == "credit-risk"
+
+
+class _TaskInstance:
+    """Only what the pod's argument templates read: the training set's XCom."""
+
+    def __init__(self, training_set: dict[str, Any]) -> None:
+        self.training_set = training_set
+
+    def xcom_pull(self, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "build_training_set"
+        return self.training_set
+
+
+def test_pod_and_local_process_pass_the_same_arguments(training_dag: Any, training_pod: dict[str, Any]) -> None:
+    """One builder: the pod's rendered arguments equal the local process's for the same run and inputs."""
+    from mlops.model import launch
+
+    dag = training_dag
+    task = dag.get_task("train")
+    image = training_pod["spec"]["containers"][0]["image"]
+    training_set = {"uri": "lake/ts.parquet", "holdout_uri": "lake/holdout.parquet", "trigger": "drift"}
+    overrides = {"n_estimators": 50}
+    context = {
+        "dag": dag,
+        "run_id": "manual__1",
+        "ti": _TaskInstance(training_set),
+        "params": {"estimator_params": overrides},
+    }
+    rendered = task.render_template(task.arguments, context, jinja_env=dag.get_template_env())
+
+    local = launch.train_arguments(
+        "credit_risk",
+        training_set_uri=training_set["uri"],
+        holdout_uri=training_set["holdout_uri"],
+        estimator_params_json=json.dumps(overrides),
+        tags=launch.train_tags(
+            dag_id="credit_risk__training",
+            run_id="manual__1",
+            trigger="drift",
+            image=image,
+        ),
+        run_name=launch.run_name("credit_risk__training", "manual__1"),
+    )
+    assert rendered == [*local, "--xcom"]
+    tags = json.loads(rendered[rendered.index("--tags") + 1])
+    assert tags["airflow.dag_id"] == "credit_risk__training"  # the tag the pod's own copy once lacked
+    assert tags[launch.TRAINING_IMAGE_TAG] == image  # what the pod runs
 
 
 def test_cpu_only_model_asks_for_no_gpu() -> None:
@@ -188,6 +242,16 @@ def test_lineage_tag_names_the_image_the_pod_runs(state_dir: Path, monkeypatch: 
     assert captured["lineage.training_image"] == pod["spec"]["containers"][0]["image"]
     assert captured["lineage.training_image"] == "registry.example.com/team/trainer:9.9.9"
     assert captured["gate.quality"] == "passed"  # the run's gate verdicts travel with the version
+
+    # The image the training run recorded (mlops.training_image) wins over what would run now.
+    from mlops.model.launch import TRAINING_IMAGE_TAG
+
+    ran = "registry.example.com/team/trainer:9.9.8"
+    recorded = client().create_run(ensure_experiment("credit_risk"), tags={TRAINING_IMAGE_TAG: ran})
+    trained = {"run_id": recorded.info.run_id, "holdout_uri": "holdout", "metrics": {}}
+    training_set = {"raw_batches": [], "window_start": "2026-01-01", "window_end": "2026-01-31", "uri": "ts"}
+    model_steps.register("credit_risk", trained, training_set, dag_id="credit_risk__training", run_id="manual")
+    assert captured["lineage.training_image"] == ran
 
 
 # ---------------------------------------------------------------------- Pod Security `restricted`

@@ -43,8 +43,9 @@ def write_parquet(store: ObjectStore, key: str, df: pd.DataFrame) -> None:
 
 
 def parse_dt(value: str | datetime) -> datetime:
+    """An ISO-8601 string or a datetime as an aware UTC datetime; naive values are taken as UTC, as everywhere."""
     parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def read_parquet_columns(store: ObjectStore, key: str, columns: list[str]) -> pd.DataFrame:
@@ -52,3 +53,15 @@ def read_parquet_columns(store: ObjectStore, key: str, columns: list[str]) -> pd
 
     local = store.local_path(key)
     return pd.read_parquet(local if local is not None else io.BytesIO(store.get(key)), columns=columns)
+
+
+def read_parquet_uri(uri: str) -> pd.DataFrame:
+    """A parquet file named by its full URI (a folder or ``s3://`` prefix and the file name)."""
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return read_parquet(open_store(parent), name)
+
+
+def write_parquet_uri(uri: str, df: pd.DataFrame) -> None:
+    """Write ``df`` as the parquet file named by its full URI."""
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    write_parquet(open_store(parent), name, df)

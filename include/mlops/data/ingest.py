@@ -80,7 +80,14 @@ def scan_landing(cfg: ModelConfig, landing: ObjectStore) -> LandingScan:
 
 def _rejection(cfg: ModelConfig, entry: Entry) -> str | None:
     """Why a top-level landing entry is not a batch, or None when it is one."""
-    accepted = "|".join(cfg.source.formats)
+    reason = _kind_rejection(entry) or _name_rejection(cfg, entry.name)
+    if reason is None and entry.kind == "unreadable":
+        return "unreadable (permission denied)"
+    return reason
+
+
+def _kind_rejection(entry: Entry) -> str | None:
+    """Folders, hidden files, links and special files are never batches."""
     if entry.kind == "folder":
         return f"a folder (batches are files at the top of the landing location; nothing inside {entry.name}/ is read)"
     if entry.name.startswith("."):
@@ -89,7 +96,13 @@ def _rejection(cfg: ModelConfig, entry: Entry) -> str | None:
         return "a symbolic link (links are not followed)"
     if entry.kind == "special":
         return "not a regular file"
-    match = BATCH_NAME.match(entry.name)
+    return None
+
+
+def _name_rejection(cfg: ModelConfig, name: str) -> str | None:
+    """A batch is named ``YYYY-MM-DD*.<format>`` with a real date and an accepted format."""
+    accepted = "|".join(cfg.source.formats)
+    match = BATCH_NAME.match(name)
     if match is None:
         return f"name does not match YYYY-MM-DD*.{accepted}"
     if match["ext"] not in cfg.source.formats:
@@ -98,8 +111,6 @@ def _rejection(cfg: ModelConfig, entry: Entry) -> str | None:
         date.fromisoformat(match["day"])
     except ValueError:
         return f"{match['day']} is not a date"
-    if entry.kind == "unreadable":
-        return "unreadable (permission denied)"
     return None
 
 

@@ -222,8 +222,9 @@ def _gate_day(
 
     def fail(line: str, result: dict[str, Any], report_path: Path | None = None) -> GateFailed:
         if report_path is None:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(f"<html><body><h1>FAIL</h1><p>{_escape(line)}</p></body></html>")
+            from mlops.quality.reports import write_html
+
+            write_html(report, f"FAIL: {model} batch {batch_id}", "", verdict="FAIL", summary=line)
             report_path = report
         _quarantine(lake, prefix, batches, result, [report_path], line)
         return GateFailed(f"{line} (quarantined under {settings.lake_uri}/{prefix}/)")
@@ -313,12 +314,6 @@ def _repeats_of_other_days(cfg: ModelConfig, lake: ObjectStore, interval: str, f
                 f"{other} (e.g. {sample})"
             )
     return found
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)
 
 
 def _quarantine(

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mlops.core.config import ModelConfig
+from mlops.core.lake import parse_dt
 from mlops.core.locks import file_lock
 
 if TYPE_CHECKING:
@@ -251,21 +253,16 @@ def _normalise_string(series: pd.Series) -> pd.Series:
 
 
 def _gx() -> Any:
-    """Import GX on first use with analytics off (no network from workers, fast DAG parsing)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    """Import GX on first use (fast DAG parsing); analytics are switched off per context, in memory."""
     import great_expectations
 
     return great_expectations
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def freshness_window(cfg: ModelConfig, interval_start: datetime, interval_end: datetime) -> tuple[datetime, datetime]:
     """Event timestamps of a batch must fall in [interval start - max age, interval end]."""
-    oldest = _as_utc(interval_start) - timedelta(hours=cfg.data_quality.freshness_max_age_hours)
-    return oldest, _as_utc(interval_end)
+    oldest = parse_dt(interval_start) - timedelta(hours=cfg.data_quality.freshness_max_age_hours)
+    return oldest, parse_dt(interval_end)
 
 
 def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: datetime) -> ExpectationSuite:
@@ -480,6 +477,7 @@ def validate_batch(
     with file_lock(gx_root / ".mlops-gx.lock"):  # the stored suite is rewritten per run and checked on run
         context = gx.get_context(mode="file", project_root_dir=str(gx_root))
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # in memory only: quiet logs
+        context.variables.analytics_enabled = False  # in memory only: no network from workers
         checkpoint = _checkpoint(context, cfg, suite)
         run_id = RunIdentifier(run_name=_run_name(batch_id), run_time=datetime.now(UTC))
         checkpoint_result = checkpoint.run(batch_parameters={"dataframe": _for_gx(frame, cfg)}, run_id=run_id)
@@ -509,8 +507,8 @@ def validate_batch(
         report_html=Path(report_path),
         model=cfg.name,
         batch_id=batch_id,
-        interval_start=_as_utc(interval_start),
-        interval_end=_as_utc(interval_end),
+        interval_start=parse_dt(interval_start),
+        interval_end=parse_dt(interval_end),
         data_docs_url=docs_url,
         rows=rows,
     )
@@ -553,30 +551,28 @@ def _fmt_value(value: Any, *, compound: bool = False) -> str:
 def _describe(rule: str, kwargs: dict[str, Any], meta: dict[str, Any]) -> str:
     mostly = kwargs.get("mostly")
     share = f"at least {mostly:.4g} of " if isinstance(mostly, float | int) and mostly < 1 else ""
-    if rule == "schema":
-        return "has all expected columns"
-    if rule == "rows":
-        return f"row count between {kwargs.get('min_value')} and {kwargs.get('max_value')}"
-    if rule == "type":
-        return f"{meta.get('expected', 'expected')} type"
-    if rule == "nulls":
-        if share:
-            return f"{share}values not null"
-        return "no null values"
     if rule == "range":
-        low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        if low is None:
-            return f"{share}values at most {_fmt_number(high)}"
-        if high is None:
-            return f"{share}values at least {_fmt_number(low)}"
-        return f"{share}values between {_fmt_number(low)} and {_fmt_number(high)}"
-    if rule == "allowed":
-        return f"{share}values in [{', '.join(str(v) for v in kwargs.get('value_set') or [])}]"
-    if rule == "unique":
-        return "no repeated entity and timestamp"
-    if rule == "freshness":
-        return f"timestamps within {kwargs.get('min_value')} .. {kwargs.get('max_value')} (freshness)"
-    return str(kwargs)
+        return _describe_range(kwargs, share)
+    if rule == "nulls":
+        return f"{share}values not null" if share else "no null values"
+    texts: dict[str, Callable[[], str]] = {
+        "schema": lambda: "has all expected columns",
+        "rows": lambda: f"row count between {kwargs.get('min_value')} and {kwargs.get('max_value')}",
+        "type": lambda: f"{meta.get('expected', 'expected')} type",
+        "allowed": lambda: f"{share}values in [{', '.join(str(v) for v in kwargs.get('value_set') or [])}]",
+        "unique": lambda: "no repeated entity and timestamp",
+        "freshness": lambda: f"timestamps within {kwargs.get('min_value')} .. {kwargs.get('max_value')} (freshness)",
+    }
+    return texts.get(rule, lambda: str(kwargs))()
+
+
+def _describe_range(kwargs: dict[str, Any], share: str) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is None:
+        return f"{share}values at most {_fmt_number(high)}"
+    if high is None:
+        return f"{share}values at least {_fmt_number(low)}"
+    return f"{share}values between {_fmt_number(low)} and {_fmt_number(high)}"
 
 
 def _unparsable_numbers(series: pd.Series) -> tuple[int, list[str]]:
@@ -615,6 +611,45 @@ def _safe_row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
         )
 
 
+def _error_detail(error: str, rule: str, column: str, frame: pd.DataFrame, *, absent: bool) -> str:
+    """Why an expectation could not be evaluated, in the words a person needs."""
+    if absent:
+        return "not evaluated: column missing"
+    if rule in ("range", "freshness") and column in frame.columns and frame[column].dtype == object:
+        wanted = "numeric" if rule == "range" else "a timestamp"
+        return f"not evaluated: column is not {wanted} (dtype object)"
+    return f"not evaluated: {error}"
+
+
+def _type_detail(
+    frame: pd.DataFrame,
+    column: str,
+    dtype: str,
+    meta: dict[str, Any],
+    *,
+    success: bool,
+    samples: list[str],
+    counts: tuple[Any, Any, Any],
+) -> tuple[str, list[str], Any, Any]:
+    """(detail, samples, unexpected count, unexpected percent) of a column-type expectation."""
+    unexpected, elements, percent = counts
+    detail = f"column dtype {dtype}"
+    if not success and dtype == "object" and meta.get("expected") in ("numeric", "integer"):
+        # GX counts every string as unexpected; the useful number is how many are not numbers
+        count, bad = _unparsable_numbers(frame[column])
+        if count:
+            detail += f"; {count} of {len(frame)} values not numbers"
+            samples = bad
+            unexpected, percent = count, 100.0 * count / len(frame) if len(frame) else 0.0
+        else:
+            detail += f"; {unexpected} of {elements} values are numbers stored as text"
+    elif not success and unexpected:
+        detail += f"; {unexpected} of {elements} values not {meta.get('expected')}"
+    if not success and samples:
+        detail += f", e.g. {', '.join(samples[:3])}"
+    return detail, samples, unexpected, percent
+
+
 def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     """Flatten one GX expectation result into what a person needs to see."""
     config = validation.expectation_config
@@ -637,13 +672,7 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     referenced = [kwargs["column"]] if kwargs.get("column") else list(kwargs.get("column_list") or [])
     absent = [c for c in referenced if c not in frame.columns]
     if error is not None:
-        if absent:
-            detail = "not evaluated: column missing"
-        elif rule in ("range", "freshness") and column in frame.columns and frame[column].dtype == object:
-            wanted = "numeric" if rule == "range" else "a timestamp"
-            detail = f"not evaluated: column is not {wanted} (dtype object)"
-        else:
-            detail = f"not evaluated: {error}"
+        detail = _error_detail(error, rule, column, frame, absent=bool(absent))
     elif rule == "schema":
         mismatched = (result.get("details") or {}).get("mismatched") or {}
         missing = mismatched.get("missing") or []
@@ -654,22 +683,10 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
     elif rule == "rows":
         detail = f"observed {observed}"
     elif rule == "type":
-        dtype = str(frame[column].dtype) if column in frame.columns else "?"
-        detail = f"column dtype {dtype}"
-        observed_text = dtype
-        if not success and dtype == "object" and meta.get("expected") in ("numeric", "integer"):
-            # GX counts every string as unexpected; the useful number is how many are not numbers
-            count, bad = _unparsable_numbers(frame[column])
-            if count:
-                detail += f"; {count} of {len(frame)} values not numbers"
-                samples = bad
-                unexpected, percent = count, 100.0 * count / len(frame) if len(frame) else 0.0
-            else:
-                detail += f"; {unexpected} of {elements} values are numbers stored as text"
-        elif not success and unexpected:
-            detail += f"; {unexpected} of {elements} values not {meta.get('expected')}"
-        if not success and samples:
-            detail += f", e.g. {', '.join(samples[:3])}"
+        observed_text = str(frame[column].dtype) if column in frame.columns else "?"
+        detail, samples, unexpected, percent = _type_detail(
+            frame, column, observed_text, meta, success=success, samples=samples, counts=(unexpected, elements, percent)
+        )
     else:
         noun = {
             "nulls": "null" + (" or unparsable" if meta.get("timestamp") else ""),
@@ -700,17 +717,6 @@ def _row(validation: Any, frame: pd.DataFrame) -> ExpectationRow:
 
 # ----------------------------------------------------------------------------------------- report
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-.banner{padding:1rem 1.5rem;border-radius:6px;font-size:1.4rem;font-weight:600;color:#fff}
-.pass{background:#2e7d32}.fail{background:#c62828}
-table{border-collapse:collapse;width:100%;margin-top:1rem;font-size:.9rem}
-th,td{border:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}tr.bad td{background:#fdecea}
-td.ok{color:#2e7d32;font-weight:600}td.no{color:#c62828;font-weight:600}
-code{font-size:.85rem}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
-"""
-
 
 def _docs_link(outcome: ValidationOutcome) -> str:
     """A link to the GX Data Docs page of this run, relative to the report when both are local."""
@@ -732,31 +738,32 @@ def _docs_link(outcome: ValidationOutcome) -> str:
 
 def render_report(outcome: ValidationOutcome) -> str:
     """A self-contained HTML page a person can open from the task's links or the artifact store."""
+    from mlops.quality.reports import Verdict, render_page, table, tag
+
     esc = html.escape
-    verdict = "PASS" if outcome.success else "FAIL"
+    verdict: Verdict = "PASS" if outcome.success else "FAIL"
     stats = outcome.statistics
-    body_rows = []
+    rows = []
     for i, row in enumerate(outcome.rows, start=1):
         unexpected = ""
         if row.unexpected_count is not None:
             unexpected = f"{row.unexpected_count} of {row.element_count} ({_fmt_percent(row.unexpected_percent)})"
-        status = "PASS" if row.success else ("ERROR" if row.error else "FAIL")
-        body_rows.append(
-            f'<tr class="{"" if row.success else "bad"}"><td>{i}</td><td>{esc(row.column)}</td>'
-            f"<td>{esc(row.description)}<br><code>{esc(row.expectation)}</code></td>"
-            f'<td class="{"ok" if row.success else "no"}">{status}</td>'
-            f"<td>{esc(row.observed)}</td><td>{esc(unexpected)}</td>"
-            f"<td>{esc(', '.join(row.samples))}</td><td>{esc(row.detail)}</td></tr>"
+        rows.append(
+            [
+                str(i),
+                esc(row.column),
+                f"{esc(row.description)}<br><code>{esc(row.expectation)}</code>",
+                tag(row.success, failed="ERROR" if row.error else "FAIL"),
+                esc(row.observed),
+                esc(unexpected),
+                esc(", ".join(row.samples)),
+                esc(row.detail),
+            ]
         )
+    headers = ["#", "Column", "Expectation", "Result", "Observed", "Unexpected", "Sample unexpected values", "Detail"]
     failures = "".join(f"<li>{esc(line)}</li>" for line in outcome.failures)
     interval = f"{outcome.interval_start} .. {outcome.interval_end}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{esc(verdict)}: {esc(outcome.model)} batch {esc(outcome.batch_id)}</title>
-<style>{_CSS}</style></head><body>
-<div class="banner {"pass" if outcome.success else "fail"}">{esc(verdict)}: data-quality gate for
-{esc(outcome.model)} batch {esc(outcome.batch_id)}</div>
-<dl>
+    body = f"""<dl>
 <dt>Model</dt><dd>{esc(outcome.model)}</dd>
 <dt>Batch</dt><dd>{esc(outcome.batch_id)}</dd>
 <dt>Interval</dt><dd>{esc(interval)}</dd>
@@ -769,15 +776,16 @@ failed</dd>
 {f"<h2>Failures</h2><ul>{failures}</ul>" if failures else ""}
 {_docs_link(outcome)}
 <h2>Every expectation</h2>
-<table><thead><tr><th>#</th><th>Column</th><th>Expectation</th><th>Result</th><th>Observed</th>
-<th>Unexpected</th><th>Sample unexpected values</th><th>Detail</th></tr></thead>
-<tbody>{"".join(body_rows)}</tbody></table>
-</body></html>
-"""
+{table(headers, rows, ["" if row.success else "bad" for row in outcome.rows])}"""
+    return render_page(
+        f"{verdict}: {outcome.model} batch {outcome.batch_id}",
+        body,
+        verdict=verdict,
+        summary=f"data-quality gate for {outcome.model} batch {outcome.batch_id}",
+    )
 
 
 def _write_report(outcome: ValidationOutcome) -> None:
-    outcome.report_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outcome.report_html.with_name(outcome.report_html.name + ".tmp")
-    tmp.write_text(render_report(outcome), encoding="utf-8")
-    tmp.replace(outcome.report_html)
+    from mlops.quality.reports import write_page
+
+    write_page(outcome.report_html, render_report(outcome))

@@ -143,7 +143,7 @@ def write_arrow_redis(
     not). Redis Cluster, whose keys of one call may live on different nodes, gets the two commands
     per entity in a pipeline.
     """
-    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import _versioned_fv_name
 
     key_name = join_key(view)
@@ -154,7 +154,6 @@ def write_arrow_redis(
     ts_key = f"_ts:{fv_name}".encode()
     field_keys = [ts_key] + [_mmh3(f"{fv_name}:{feature.name}") for feature in view.features]
     ttl = int(getattr(store_config, "key_ttl_seconds", None) or 0)
-    version = config.entity_key_serialization_version
     script = client.register_script(_REDIS_WRITE_SCRIPT) if _scripted(store_config) else None
     step = pipeline_rows or REDIS_PIPELINE_ROWS
     written = 0
@@ -166,15 +165,10 @@ def write_arrow_redis(
     try:
         for offset in range(0, table.num_rows, step):
             chunk = table.slice(offset, step)
-            key_protos = python_values_to_proto_values(chunk.column(key_name).to_numpy(zero_copy_only=False), key_type)
-            keys = [
-                _redis_key(config.project, EntityKeyProto(join_keys=[key_name], entity_values=[value]), version)
-                for value in key_protos
-            ]
+            keys = _chunk_keys(config, chunk.column(key_name), key_name, key_type)
             micros = _timestamp_micros(chunk.column(timestamp_field))
-            stamps = _serialized_timestamps(micros)
             columns = [_serialized_values(chunk.column(feature.name), feature.dtype) for feature in view.features]
-            rows = list(zip(stamps, *columns, strict=True))
+            rows = list(zip(_serialized_timestamps(micros), *columns, strict=True))
             if script is not None and sender is not None:
                 header: list[Any] = [len(field_keys), ttl, *field_keys]
                 pipe = client.pipeline(transaction=False)
@@ -206,6 +200,18 @@ def write_arrow_redis(
         if sender is not None:
             sender.shutdown(wait=True)
     return written
+
+
+def _chunk_keys(config: RepoConfig, column: pa.ChunkedArray, key_name: str, key_type: Any) -> list[bytes]:
+    """Feast's Redis keys of one chunk's entities."""
+    from feast.infra.online_stores.helpers import _redis_key
+
+    version = config.entity_key_serialization_version
+    key_protos = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), key_type)
+    return [
+        _redis_key(config.project, EntityKeyProto(join_keys=[key_name], entity_values=[value]), version)
+        for value in key_protos
+    ]
 
 
 def _execute(pipe: Any) -> int:

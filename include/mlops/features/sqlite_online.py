@@ -46,6 +46,8 @@ from feast.value_type import ValueType
 from pydantic import StrictStr
 from typing_extensions import override
 
+from mlops.core.util import quote_identifier as _quote
+
 _SQL_TYPES: dict[Any, str] = {
     Float64: "REAL",
     Float32: "REAL",
@@ -81,10 +83,6 @@ class EntityRowSqliteOnlineStoreConfig(FeastConfigBaseModel):
 
 class OnlineStoreLayoutError(ValueError):
     """A feature view this store cannot hold (e.g. a composite entity key)."""
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _column(feature: str) -> str:

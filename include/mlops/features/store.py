@@ -16,6 +16,7 @@ import functools
 import glob
 import logging
 import os
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -43,7 +44,9 @@ from pydantic import StrictStr
 from typing_extensions import override
 
 from mlops.core.config import ModelConfig
+from mlops.core.lake import parse_dt
 from mlops.core.settings import Settings, get_settings
+from mlops.core.util import quote_identifier
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -310,19 +313,44 @@ def _historical_features_asof(
 # --------------------------------------------------------------------------------------------------
 
 
-def get_store(settings: Settings | None = None) -> FeatureStore:
-    """Build the FeatureStore of the current environment (local SQLite or production Postgres/Redis).
+_ENV_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
-    feature_store.yaml uses ``${MLOPS_STATE_DIR}``; Feast expands it from os.environ at load time, so
-    it is set here from the settings (which may point elsewhere, e.g. in tests).
+
+def repo_config(settings: Settings | None = None) -> RepoConfig:
+    """The Feast configuration of the environment: its feature_store.yaml with ``${VAR}`` expanded.
+
+    Values come from the environment, as Feast's own loader does, except ``MLOPS_STATE_DIR``, which comes
+    from the settings (which may point elsewhere, e.g. in tests): nothing is written to ``os.environ``.
     """
+    import yaml
+    from feast.repo_config import FeastConfigError
+    from pydantic import ValidationError
+
+    settings = settings or get_settings()
+    variables = {**os.environ, "MLOPS_STATE_DIR": str(settings.state_dir)}
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables.get(name, match.group(0))  # unknown: left as is, like os.path.expandvars
+
+    path = settings.feature_store_yaml
+    raw = yaml.safe_load(_ENV_VAR.sub(expand, path.read_text()))
+    try:
+        config = RepoConfig(**raw)
+    except ValidationError as exc:
+        raise FeastConfigError(exc, path) from None
+    config.repo_path = settings.feature_repo
+    return config
+
+
+def get_store(settings: Settings | None = None) -> FeatureStore:
+    """Build the FeatureStore of the current environment (local SQLite or production Postgres/Redis)."""
     from feast import FeatureStore
 
     settings = settings or get_settings()
-    os.environ["MLOPS_STATE_DIR"] = str(settings.state_dir)
     if settings.is_local:
         (settings.state_dir / "feast").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=settings.feature_store_yaml)
+    return FeatureStore(repo_path=str(settings.feature_repo), config=repo_config(settings))
 
 
 def validated_root(settings: Settings | None = None) -> str:
@@ -477,24 +505,15 @@ def apply(cfg: ModelConfig, store: FeatureStore | None = None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _to_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC, as everywhere in the platform."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _first_partition_date(start: datetime) -> date:
     """First date ``d`` with ``d 00:00 >= start``."""
     day = start.date()
     return day if start == datetime.combine(day, time(), tzinfo=UTC) else day + timedelta(days=1)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _partition_range(start: datetime, end: datetime) -> tuple[str, str] | None:
     """``[lo, hi)`` partition dates (``date=`` values) of ``[start, end)``; None when empty."""
-    lo, hi = _first_partition_date(_to_utc(start)).isoformat(), _first_partition_date(_to_utc(end)).isoformat()
+    lo, hi = _first_partition_date(parse_dt(start)).isoformat(), _first_partition_date(parse_dt(end)).isoformat()
     return (lo, hi) if lo < hi else None
 
 
@@ -534,7 +553,7 @@ def labels_for_window(cfg: ModelConfig, start: datetime, end: datetime) -> pd.Da
     Selection is by partition (batch) date, not event timestamp, so a training window is exactly the
     batches that arrived for it. Rows are sorted by (timestamp, key, file, row) to be reproducible.
     """
-    key, ts, label = (_quote(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
+    key, ts, label = (quote_identifier(c) for c in (cfg.entity.join_key, cfg.timestamp_column, cfg.label.column))
     dates = _partition_range(start, end)
     if dates is None:
         return _empty_labels(cfg)
@@ -582,7 +601,7 @@ def materialize_interval(cfg: ModelConfig, start: datetime, end: datetime, store
     :data:`ONLINE_WRITE_CHUNK` rows. The interval is recorded in the registry like
     ``feast materialize`` does.
     """
-    start, end = _to_utc(start), _to_utc(end)
+    start, end = parse_dt(start), parse_dt(end)
     if end <= start:
         raise ValueError(f"empty materialization interval [{start}, {end})")
     latest, rows = _latest_rows(cfg, start, end)
@@ -627,10 +646,11 @@ def _latest_rows(cfg: ModelConfig, start: datetime, end: datetime) -> tuple[pa.T
     dates = _partition_range(start, end)
     if dates is None:
         return None, 0
-    key, ts = _quote(cfg.entity.join_key), _quote(cfg.timestamp_column)
+    key, ts = quote_identifier(cfg.entity.join_key), quote_identifier(cfg.timestamp_column)
     numeric = set(cfg.features.numeric)
     values = ", ".join(
-        f"CAST({_quote(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {_quote(c)}" for c in cfg.stored_columns
+        f"CAST({quote_identifier(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {quote_identifier(c)}"
+        for c in cfg.stored_columns
     )
     table: pa.Table | None = _query_lake(
         cfg,

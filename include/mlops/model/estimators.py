@@ -47,18 +47,22 @@ class Accepts:
         if self.type == "bool":
             return isinstance(value, bool)
         if self.type == "str":
-            if not isinstance(value, str):
-                return False
-            if self.choices and value not in self.choices:
-                return False
-            return not self.pattern or re.fullmatch(self.pattern, value) is not None
+            return self._matches_str(value)
         if self.type == "list":
             return isinstance(value, list) and len(value) <= 10_000 and all(_is_plain_number(v) for v in value)
+        return self._matches_number(value)
+
+    def _matches_str(self, value: Any) -> bool:
+        if not isinstance(value, str) or (self.choices and value not in self.choices):
+            return False
+        return not self.pattern or re.fullmatch(self.pattern, value) is not None
+
+    def _matches_number(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
-        if self.type == "int" and not isinstance(value, int):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
+        if (self.type == "int" and not isinstance(value, int)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
             return False
         if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum and value == self.minimum)):
             return False

@@ -9,41 +9,62 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops.core.config import get_config
-from mlops.core.settings import REPO_ROOT, get_settings
-
-if TYPE_CHECKING:
-    pass
 from mlops.core.errors import GateFailed, InfrastructureError
 from mlops.core.lake import run_key
+from mlops.core.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 
 
+TRAINING_IMAGE_TAG = "mlops.training_image"
+LOCAL_PROCESS_IMAGE = "local-process"
+
+
+def run_name(dag_id: str, run_id: str) -> str:
+    """The MLflow run name of a DAG run's training."""
+    return f"{dag_id}/{run_id}"
+
+
+def train_tags(*, dag_id: str, run_id: str, trigger: str, image: str) -> dict[str, str]:
+    """MLflow run tags of a training: the DAG run behind it, what triggered it and the image it runs in.
+
+    ``image`` is what actually runs (the pod's image, or :data:`LOCAL_PROCESS_IMAGE`); the registry's
+    ``lineage.training_image`` tag is read back from the run, so it names what ran.
+    """
+    return {
+        "airflow.dag_id": dag_id,
+        "airflow.dag_run_id": run_id,
+        "airflow.trigger": trigger,
+        TRAINING_IMAGE_TAG: image,
+    }
+
+
 def train_arguments(
     model: str,
-    training_set: dict[str, Any],
     *,
-    run_name: str,
-    estimator_params: dict[str, Any] | None,
+    training_set_uri: str,
+    holdout_uri: str,
+    estimator_params_json: str,
     tags: dict[str, str],
+    run_name: str,
 ) -> list[str]:
-    """CLI arguments of ``python -m mlops.model.train`` for the local process.
+    """CLI arguments of ``python -m mlops.model.train``: the one builder for the pod and the local process.
 
-    The training pod passes the same flags, as Jinja templates over the upstream XCom
-    (see ``dags/model_training.py``); ``tests/unit/test_pod.py`` checks the pod's flags.
+    The pod passes Jinja templates as values (rendered by Airflow), the local process plain values;
+    ``estimator_params_json`` is JSON text for that reason (``json.dumps`` here, ``tojson`` in the pod).
     """
     return [
         "--model",
         model,
         "--training-set",
-        training_set["uri"],
+        training_set_uri,
         "--holdout-output",
-        training_set["holdout_uri"],
+        holdout_uri,
         "--estimator-params",
-        json.dumps(estimator_params or {}),
+        estimator_params_json,
         "--tags",
         json.dumps(tags),
         "--run-name",
@@ -72,7 +93,14 @@ def train_local(
     # Each attempt scores its own holdout file: a re-run never rewrites one a registered version points at.
     holdout = str(training_set["holdout_uri"])
     training_set = {**training_set, "holdout_uri": f"{holdout.removesuffix('.parquet')}-{attempt[:12]}.parquet"}
-    args = train_arguments(model, training_set, run_name=run_name, estimator_params=estimator_params, tags=tags)
+    args = train_arguments(
+        model,
+        training_set_uri=str(training_set["uri"]),
+        holdout_uri=str(training_set["holdout_uri"]),
+        estimator_params_json=json.dumps(estimator_params or {}),
+        tags=tags,
+        run_name=run_name,
+    )
     settings = get_settings()
     if timeout_s is None:
         timeout_s = get_config(model).config.training.timeout_minutes * 60

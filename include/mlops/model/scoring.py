@@ -16,7 +16,6 @@ in ``<model>__shadow``. Re-scoring an interval overwrites the same files and reu
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -29,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops.core.config import ModelConfig, get_config
 from mlops.core.errors import GateFailed, NothingToDo
-from mlops.core.lake import open_lake as _lake
-from mlops.core.lake import write_parquet as _write_parquet
+from mlops.core.lake import open_lake, write_parquet
 from mlops.core.settings import Settings
+from mlops.core.util import finite_or_none
 from mlops.data.steps import read_validated
 from mlops.model.signing import ModelIntegrityError, SkopsModel, load_pipeline, verify_model_dir
 
@@ -238,10 +237,6 @@ def _predictions(cfg: ModelConfig, inputs: pd.DataFrame, loaded: LoadedModel, sc
     return out
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> dict[str, float | None]:
     """Agreement and score gap; with labels, each model's ROC AUC/accuracy and challenger - champion."""
     import numpy as np
@@ -268,9 +263,9 @@ def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> 
     chall = classification_metrics(y_true, shadow.loc[labelled, SCORE_COLUMN].to_numpy())
     out["labelled_rows"] = float(labelled.sum())
     for name in ("roc_auc", "accuracy"):
-        out[f"champion_{name}"] = _finite(champ[name])
-        out[f"challenger_{name}"] = _finite(chall[name])
-        out[f"delta_{name}"] = _finite(chall[name] - champ[name])
+        out[f"champion_{name}"] = finite_or_none(champ[name])
+        out[f"challenger_{name}"] = finite_or_none(chall[name])
+        out[f"delta_{name}"] = finite_or_none(chall[name] - champ[name])
     return out
 
 
@@ -358,10 +353,10 @@ def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
     rows = read_validated(model, [day], settings)
     inputs, without_features = _inputs(cfg, rows)
     scored_at = pd.Timestamp.now(tz="UTC")
-    lake = _lake(settings)
+    lake = open_lake(settings)
     folder = f"predictions/{model}/date={interval}"
     predictions = _predictions(cfg, inputs, champion, scored_at)
-    _write_parquet(lake, f"{folder}/champion.parquet", predictions)
+    write_parquet(lake, f"{folder}/champion.parquet", predictions)
     predictions_uri = f"{lake.uri.rstrip('/')}/{folder}/champion.parquet"
 
     shadow: dict[str, Any] | None = None
@@ -369,7 +364,7 @@ def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
         _drop_stale(lake, f"{folder}/shadow.parquet")
     else:
         shadow_frame = _predictions(cfg, inputs, challenger, scored_at)
-        _write_parquet(lake, f"{folder}/shadow.parquet", shadow_frame)
+        write_parquet(lake, f"{folder}/shadow.parquet", shadow_frame)
         shadow_uri = f"{lake.uri.rstrip('/')}/{folder}/shadow.parquet"
         comparison = _compare(cfg, predictions, shadow_frame)
         mlflow_run_id = _log_shadow(

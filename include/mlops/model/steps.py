@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops.core.config import ModelConfig, get_config
-from mlops.core.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
 from mlops.core.errors import GateFailed
+from mlops.core.settings import get_settings
 from mlops.model.lineage import lineage_tags
 
 log = logging.getLogger(__name__)
@@ -28,14 +25,19 @@ def register(
 ) -> dict[str, Any]:
     """Register the gated model with its lineage and gate verdicts and point ``challenger`` at it."""
     from mlops.core.tracking import client
+    from mlops.model.launch import LOCAL_PROCESS_IMAGE, TRAINING_IMAGE_TAG
     from mlops.model.registry import CHALLENGER, register_version, set_alias
     from mlops.orchestration.pod import pod_image
 
-    settings = get_settings()
     loaded = get_config(model)
-    image = "local-process" if settings.training_backend == "local" else pod_image(loaded.config.training.resources)
-    tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
     run_tags = client().get_run(trained["run_id"]).data.tags
+    # What ran, as the training recorded it; a run without the tag (an older one) gets what would run now.
+    image = run_tags.get(TRAINING_IMAGE_TAG) or (
+        LOCAL_PROCESS_IMAGE
+        if get_settings().training_backend == "local"
+        else pod_image(loaded.config.training.resources)
+    )
+    tags = lineage_tags(loaded, trained, training_set, dag_id=dag_id, run_id=run_id, training_image=image)
     tags.update({k: v for k, v in run_tags.items() if k.startswith("gate.")})  # the doctor checks the champion's
     version = register_version(model, trained["run_id"], tags)
     set_alias(

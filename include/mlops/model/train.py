@@ -9,7 +9,6 @@ result out. In a KubernetesPodOperator the JSON also goes to ``/airflow/xcom/ret
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.core.config import ModelConfig, check_estimator_overrides, get_config
+from mlops.core.lake import read_parquet_uri, write_parquet_uri
 from mlops.core.settings import SettingsError
-from mlops.core.storage import open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,20 +159,6 @@ def trusted_types(pipeline: Pipeline) -> list[str]:
     return list(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
 
 
-def _read_parquet(uri: str) -> pd.DataFrame:
-    import pandas as pd
-
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    return pd.read_parquet(io.BytesIO(open_store(parent).get(name)))
-
-
-def _write_parquet(df: pd.DataFrame, uri: str) -> None:
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    buffer = io.BytesIO()
-    df.to_parquet(buffer, index=False)
-    open_store(parent).put(name, buffer.getvalue())
-
-
 SCHEMA_SAMPLE_ROWS = 10_000
 
 
@@ -220,7 +205,7 @@ def train(
 
     started = time.monotonic()
     private_key = signing_key(get_settings())  # before the fit: a missing key must not waste a GPU hour
-    df = _read_parquet(training_set_uri).sort_values(cfg.timestamp_column, kind="stable")
+    df = read_parquet_uri(training_set_uri).sort_values(cfg.timestamp_column, kind="stable")
     train_df, holdout_df = time_split(df, cfg, cfg.training.holdout_days)
     del df  # the two halves are copies: a whole extra copy of the set would stay alive during the fit
     params = {**cfg.training.estimator.params, **(estimator_params or {})}
@@ -244,7 +229,7 @@ def train(
     proba = pipeline.predict_proba(x_hold)[:, 1]
     metrics = classification_metrics(y_hold.to_numpy(), proba)
     scored = holdout_df.assign(**{PROBA_COLUMN: proba})
-    _write_parquet(scored, holdout_uri)
+    write_parquet_uri(holdout_uri, scored)
 
     settings = configure()
     experiment_id = ensure_experiment(cfg.name, settings)

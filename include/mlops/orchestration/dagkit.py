@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,6 +198,37 @@ def default_args(owner: str) -> dict[str, Any]:
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+    }
+
+
+START = datetime(2026, 1, 1)  # every model DAG's start_date; catchup is off, so it only bounds the UI
+
+
+def model_dag(
+    cfg: ModelConfig,
+    kind: str,
+    doc: str,
+    *,
+    tags: tuple[str, ...] | None = None,
+    describe: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The arguments every ``<model>__<kind>`` DAG shares, for ``@dag(**model_dag(...), schedule=...)``.
+
+    One run at a time, no catchup, the house ``default_args``, tags ``mlops``, ``model:<name>`` and
+    ``tags`` (default: the kind), and the DAG file's docstring with the model's name (and description).
+    ``overrides`` replace single arguments (e.g. ``default_args``).
+    """
+    summary = f"**Model `{cfg.name}`**" + (f": {cfg.description}" if describe else "")
+    return {
+        "dag_id": f"{cfg.name}__{kind}",
+        "start_date": START,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": default_args(cfg.owner),
+        "tags": ["mlops", f"model:{cfg.name}", *(tags if tags is not None else (kind,))],
+        "doc_md": f"{doc}\n\n{summary}",
+        **overrides,
     }
 
 

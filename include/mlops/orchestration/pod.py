@@ -46,6 +46,28 @@ def pod_image(resources: ResourcesConfig) -> str:
     return resources.image or training_image()
 
 
+def training_arguments(model: str, resources: ResourcesConfig, *, training_set_task: str) -> list[str]:
+    """The training CLI's arguments in the pod: :func:`mlops.model.launch.train_arguments` over Jinja templates.
+
+    Values come from the upstream ``training_set_task``'s XCom and the run's context when Airflow renders
+    the operator; the ``mlops.training_image`` tag is the image this pod runs (:func:`pod_image`).
+    """
+    from mlops.model.launch import run_name, train_arguments, train_tags
+
+    xcom = f"ti.xcom_pull(task_ids='{training_set_task}')"
+    dag_id, run_id = "{{ dag.dag_id }}", "{{ run_id }}"
+    tags = train_tags(dag_id=dag_id, run_id=run_id, trigger="{{ " + xcom + "['trigger'] }}", image=pod_image(resources))
+    arguments = train_arguments(
+        model,
+        training_set_uri="{{ " + xcom + "['uri'] }}",
+        holdout_uri="{{ " + xcom + "['holdout_uri'] }}",
+        estimator_params_json="{{ params.estimator_params | tojson }}",
+        tags=tags,
+        run_name=run_name(dag_id, run_id),
+    )
+    return [*arguments, "--xcom"]
+
+
 def _container_security_context() -> Any:
     """Pod Security ``restricted`` for one container: no escalation, no capabilities, read-only root."""
     from kubernetes.client import models as k8s

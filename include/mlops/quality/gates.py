@@ -14,11 +14,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,12 +25,16 @@ import pandas as pd
 
 from mlops.core.config import ModelConfig
 from mlops.core.labels import positive_mask
-
-# Evidently sends anonymous telemetry unless this is set; it reads it at call time, so set it early.
-os.environ.setdefault("DO_NOT_TRACK", "1")
+from mlops.core.util import finite_or_none as _json_float
+from mlops.core.util import jsonable as _jsonable
+from mlops.quality.reports import Verdict, write_html
+from mlops.quality.reports import fmt_vs as _fmt_vs
+from mlops.quality.reports import num_cell as _num_cell
+from mlops.quality.reports import table as _table
+from mlops.quality.reports import tag as _tag
+from mlops.quality.reports import write_evidently_html as _write_evidently_html
 
 GateName = Literal["drift", "quality", "fairness", "champion"]
-Verdict = Literal["PASS", "FAIL", "SKIPPED", "FORCED"]
 
 _MAX_NAMES_IN_SUMMARY = 6
 DRIFT_SAMPLE_ROWS = 200_000  # rows a side at most: drift statistics on 200k rows already resolve tiny shifts
@@ -73,131 +75,8 @@ class GateResult:
 # HTML
 
 
-_CSS = """
-.mlops-report { font-family: -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, Helvetica, Arial,
-  sans-serif; color: #1f2933; line-height: 1.45; }
-body.mlops-report { max-width: 1100px; margin: 2rem auto; padding: 0 1.25rem; background: #fafbfc; }
-.mlops-report h1 { font-size: 1.5rem; margin: 0 0 .25rem; }
-.mlops-report h2 { font-size: 1.15rem; margin: 1.75rem 0 .5rem; }
-.mlops-report .meta { color: #616e7c; font-size: .85rem; margin-bottom: 1rem; }
-.mlops-banner { border-radius: 6px; padding: .9rem 1.1rem; margin: 1rem 0 1.25rem; font-size: 1rem;
-  border-left: 8px solid; font-family: -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto,
-  Helvetica, Arial, sans-serif; }
-.mlops-banner .verdict { font-weight: 700; letter-spacing: .05em; margin-right: .6rem; }
-.mlops-banner.pass { background: #e3f9e5; border-color: #31a544; color: #0e5a1c; }
-.mlops-banner.fail { background: #ffe3e3; border-color: #d64545; color: #780a0a; }
-.mlops-banner.skipped { background: #eef2f7; border-color: #7b8794; color: #323f4b; }
-.mlops-banner.forced { background: #fff8db; border-color: #de911d; color: #733e0a; }
-.mlops-report table { border-collapse: collapse; margin: .5rem 0 1rem; background: #fff;
-  font-variant-numeric: tabular-nums; }
-.mlops-report th, .mlops-report td { border: 1px solid #d9e2ec; padding: .35rem .7rem; text-align: left; }
-.mlops-report th { background: #f0f4f8; }
-.mlops-report td.num { text-align: right; }
-.mlops-report tr.small td { color: #7b8794; font-style: italic; }
-.mlops-report .tag { display: inline-block; padding: 0 .45rem; border-radius: 4px; font-size: .8rem;
-  font-weight: 600; }
-.mlops-report .tag.pass { background: #e3f9e5; color: #0e5a1c; }
-.mlops-report .tag.fail { background: #ffe3e3; color: #780a0a; }
-.mlops-report .tag.note { background: #eef2f7; color: #323f4b; }
-"""
-
-
-def verdict_banner(verdict: Verdict, summary: str) -> str:
-    """The coloured PASS/FAIL line at the top of every report, so the outcome is seen first."""
-    return (
-        f'<div class="mlops-banner {verdict.lower()}" data-verdict="{verdict}">'
-        f'<span class="verdict">{verdict}</span>{html.escape(summary)}</div>'
-    )
-
-
-def write_html(path: Path, title: str, body_html: str, *, verdict: Verdict | None = None, summary: str = "") -> Path:
-    """Write a self-contained HTML page (inline CSS, no scripts, no external URLs).
-
-    ``body_html`` is trusted markup; escape user values with :func:`html.escape` before passing it.
-    With ``verdict`` a PASS/FAIL banner carrying ``summary`` is shown under the title.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    banner = verdict_banner(verdict, summary) if verdict else ""
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f'<body class="mlops-report">\n<h1>{html.escape(title)}</h1>\n'
-        f'<div class="meta">generated {generated}</div>\n{banner}\n{body_html}\n</body>\n</html>\n'
-    )
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Sequence[str] = ()) -> str:
-    """An HTML table; cells are trusted markup (callers escape), headers are escaped here."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _num_cell(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _tag(ok: bool) -> str:
-    return '<span class="tag pass">PASS</span>' if ok else '<span class="tag fail">FAIL</span>'
-
-
-def _write_evidently_html(snapshot: Any, path: Path, verdict: Verdict, summary: str) -> Path:
-    """Save an Evidently snapshot with our verdict banner injected at the top of the page.
-
-    Evidently's ``save_html`` only accepts a ``str`` path (a ``Path`` is silently ignored), so the
-    page is rendered to a string and written here.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page: str = snapshot.get_html_str(as_iframe=False)
-    banner = f"<style>{_CSS}</style>{verdict_banner(verdict, summary)}"
-    style = "max-width:1100px;margin:1rem auto 0;padding:0 1rem"
-    wrapped = f'<div class="mlops-report" style="{style}">{banner}</div>'
-    page, n = re.subn(r"<body>", lambda _m: f"<body>\n{wrapped}", page, count=1)
-    if n == 0:  # template changed: still put the verdict in the file
-        page = wrapped + page
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
 # --------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def _json_float(value: float) -> float | None:
-    """NaN/inf are not JSON; they become null."""
-    return None if not math.isfinite(value) else float(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return _json_float(value)
-    return value
-
-
-def _fmt_vs(value: float, bound: float, digits: int = 3) -> tuple[str, str]:
-    """Format two numbers with enough decimals that they do not print the same when they differ."""
-    for d in range(digits, 8):
-        a, b = f"{value:.{d}f}", f"{bound:.{d}f}"
-        if a != b or value == bound:
-            return a, b
-    return f"{value:.8f}", f"{bound:.8f}"
 
 
 def _name_list(names: Sequence[str]) -> str:
@@ -578,7 +457,7 @@ def _unmeasurable(metric: str, y_pos: np.ndarray, pred_pos: np.ndarray, threshol
     return None
 
 
-def fairness_gate(
+def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel gate changes have landed
     holdout: pd.DataFrame,
     y_true: pd.Series,
     y_proba: np.ndarray,

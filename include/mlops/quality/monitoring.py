@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlops.core.config import ModelConfig, get_config
 from mlops.core.errors import NothingToDo
-from mlops.core.lake import open_lake as _lake
-from mlops.core.lake import read_parquet as _read_parquet
+from mlops.core.lake import open_lake, read_parquet, read_parquet_uri
 from mlops.core.settings import get_settings
 from mlops.core.storage import open_store
+from mlops.core.util import jsonable
+from mlops.quality.reports import fmt_vs
 from mlops.quality.steps import drift_reference
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class MonitorResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN becomes null) for XCom and logs."""
-        out: dict[str, Any] = _jsonable(asdict(self))
+        out: dict[str, Any] = jsonable(asdict(self))
         return out
 
     def event_extra(self) -> dict[str, Any]:
@@ -88,25 +89,8 @@ class MonitorResult:
             "feature_drift": self.feature_drift,
             "prediction_drift": self.prediction_drift,
         }
-        out: dict[str, Any] = _jsonable(extra)
+        out: dict[str, Any] = jsonable(extra)
         return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
-    return value
-
-
-def _read_uri(uri: str) -> pd.DataFrame:
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    return _read_parquet(open_store(parent), name)
 
 
 # ----------------------------------------------------------------------------------------- reference
@@ -154,7 +138,7 @@ def champion_reference(model: str, version: str) -> ChampionReference:
     holdout_days = int(params.get("holdout_days", cfg.training.holdout_days))
     parent, _, name = params["training_set"].rstrip("/").rpartition("/")
     train_rows, source_rows = drift_reference(open_store(parent), name, cfg, exclude_holdout_days=holdout_days)
-    holdout = _read_uri(tags["holdout_uri"])
+    holdout = read_parquet_uri(tags["holdout_uri"])
     if PROBA_COLUMN not in holdout.columns:
         raise ValueError(f"holdout {tags['holdout_uri']} lacks the score column {PROBA_COLUMN!r}")
     scores = holdout[PROBA_COLUMN].dropna().to_numpy(dtype=float)
@@ -188,7 +172,7 @@ def monitored_key(model: str, interval: str) -> str:
 def _days_with(model: str, prefix: str, name: str) -> list[str]:
     """Days (``date=`` partitions) under ``<prefix>/<model>/`` that hold ``name``, oldest first."""
     days = set()
-    for key in _lake(get_settings()).list(f"{prefix}/{model}/"):
+    for key in open_lake(get_settings()).list(f"{prefix}/{model}/"):
         folder, _, file = key.rpartition("/")
         if file == name and "/date=" in f"/{folder}":
             days.add(folder.rsplit("date=", 1)[1])
@@ -259,15 +243,6 @@ def _scoring_version(current: pd.DataFrame, model: str) -> str:
     return version
 
 
-def _fmt_vs(value: float, bound: float) -> tuple[str, str]:
-    """Enough decimals that two different numbers never print the same."""
-    for digits in range(3, 8):
-        a, b = f"{value:.{digits}f}", f"{bound:.{digits}f}"
-        if a != b or value == bound:
-            return a, b.rstrip("0").rstrip(".") if "." in b else b
-    return f"{value:.8f}", f"{bound:.8f}"
-
-
 def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, float] | None, list[str], int]:
     """(metrics, breaches, labelled rows); metrics are None when too few labels have arrived.
 
@@ -289,7 +264,7 @@ def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, f
     for name, minimum in cfg.monitoring.min_quality.items():
         value = quality.get(name, float("nan"))
         if math.isfinite(value) and value < minimum:
-            shown, bound = _fmt_vs(value, minimum)
+            shown, bound = fmt_vs(value, minimum, trim_bound=True)
             breaches.append(f"{name} {shown} < {bound}")
     return quality, breaches, n
 
@@ -304,7 +279,7 @@ def _write_quality_html(
     interval: str,
     version: str,
 ) -> Path:
-    from mlops.quality.gates import write_html
+    from mlops.quality.reports import note_tag, table, tag, write_html
 
     minimums = {str(k): float(v) for k, v in cfg.monitoring.min_quality.items()}
     rows = []
@@ -314,20 +289,15 @@ def _write_quality_html(
         if minimum is None:
             check = ""
         elif not math.isfinite(value):
-            check = '<span class="tag note">undefined, not judged</span>'
-        elif value < minimum:
-            check = '<span class="tag fail">BREACH</span>'
+            check = note_tag("undefined, not judged")
         else:
-            check = '<span class="tag pass">OK</span>'
+            check = tag(value >= minimum, passed="OK", failed="BREACH")
         minimum_s = "" if minimum is None else f"{minimum:g}"
-        cells = [html.escape(name), value_s, minimum_s, check]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("metric", "value", "guardrail", "check"))
+        rows.append([html.escape(name), value_s, minimum_s, check])
     body = (
         f"<p>Champion v{html.escape(version)} on {labelled_rows} labelled rows of {html.escape(interval)} "
         f"(decision threshold 0.5). Guardrails come from <code>monitoring.min_quality</code>; a breach "
-        f"lets the circuit breaker roll the champion back.</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"lets the circuit breaker roll the champion back.</p>" + table(["metric", "value", "guardrail", "check"], rows)
     )
     if breaches:
         summary = f"live quality guardrail breached: {'; '.join(breaches)} (n={labelled_rows})"
@@ -396,11 +366,11 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
 
     settings = get_settings()
     cfg = get_config(model).config
-    lake = _lake(settings)
+    lake = open_lake(settings)
     key = predictions_key(model, interval)
     if not lake.exists(key):
         raise NothingToDo(f"no champion predictions for {model} {interval} ({key})")
-    current = _read_parquet(lake, key)
+    current = read_parquet(lake, key)
     if current.empty:
         raise NothingToDo(f"champion predictions for {model} {interval} are empty")
     if SCORE_COLUMN not in current.columns:
