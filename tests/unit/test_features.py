@@ -571,11 +571,16 @@ def test_redis_arrow_writer_stores_what_feast_stores_and_serves_what_local_serve
 
 @pytest.mark.parametrize("keep_checks", [False, True])
 def test_feast_is_imported_without_typeguard_unless_asked(keep_checks: bool, tmp_path: Path) -> None:
-    """In a fresh interpreter: Feast's constructors lose typeguard's checks, other code keeps them."""
+    """In a fresh interpreter that installs the hook explicitly (as the executor, demo and bench do):
+    Feast's constructors lose typeguard's checks, other code keeps them; importing mlops changes nothing."""
     import subprocess
     import sys
 
     probe = (
+        "import sys, mlops, mlops.core.config\n"
+        "from mlops.features import boot\n"
+        "assert not any(isinstance(f, boot._FeastImportHook) for f in sys.meta_path), 'import-time hook'\n"
+        "boot.install()\n"
         "import mlops.features.store, feast, typeguard\n"
         "def outside(x: int) -> int:\n"
         "    return x\n"
