@@ -163,14 +163,31 @@ def test_fairness_gate_that_cannot_measure_fails_and_says_why(
     assert 'data-verdict="FAIL"' in small.report_html.read_text()
 
 
+def test_the_decision_threshold_is_the_configs(credit: ModelConfig, tmp_path: Path) -> None:
+    """The gates predict positive at ``label.decision_threshold``: moving it changes the verdict."""
+    frame, y01, proba = _holdout(1)
+    labels = _labels("integer", y01)
+    base = _cfg(credit, "integer")
+    cfg = base.model_copy(update={"label": base.label.model_copy(update={"decision_threshold": 0.999})})
+    strict = quality_gate(frame, labels, proba, cfg, tmp_path / "strict.html")
+    default = quality_gate(frame, labels, proba, base, tmp_path / "default.html")
+    assert strict.metrics["decision_threshold"] == 0.999 and default.metrics["decision_threshold"] == 0.5
+    assert strict.metrics["recall"] < default.metrics["recall"]
+    blind = fairness_gate(frame, labels, proba, cfg, tmp_path / "blind.html")
+    assert blind.metrics["decision_threshold"] == 0.999
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="decision_threshold"):
+            base.label.model_validate({**base.label.model_dump(), "decision_threshold": bad})
+
+
 @pytest.mark.parametrize("label_type", LABEL_TYPES)
 def test_champion_gate_fails_a_worse_challenger(label_type: str, credit: ModelConfig, tmp_path: Path) -> None:
     cfg = _cfg(credit, label_type)
     _, y01, proba = _holdout(6)
     y = binary_target(_labels(label_type, y01), cfg.label.positive_class).to_numpy()  # type: ignore[arg-type]
-    champion = classification_metrics(y, proba)["roc_auc"]
+    champion = classification_metrics(y, proba, cfg)["roc_auc"]
     noisy = np.clip(proba + np.random.default_rng(7).normal(0, 0.5, N), 0, 1)
-    challenger = classification_metrics(y, noisy)["roc_auc"]
+    challenger = classification_metrics(y, noisy, cfg)["roc_auc"]
     assert champion > 0.9 and challenger < champion - 0.1  # measured on real positives, not an undefined AUC
     result = champion_gate(challenger, champion, cfg, tmp_path / "c.html", champion_version="3")
     assert not result.passed

@@ -111,7 +111,8 @@ def test_champion_scores_every_validated_row(env: dict[str, Any]) -> None:
     assert (joined[cfg.label.column] == validated[cfg.label.column]).all()
     # The champion separates the classes it was trained on.
     y = train.binary_target(out[cfg.label.column], cfg)
-    assert train.classification_metrics(y.to_numpy(), out["score"].to_numpy())["roc_auc"] > 0.9
+    assert train.classification_metrics(y.to_numpy(), out["score"].to_numpy(), cfg)["roc_auc"] > 0.9
+    assert (out["prediction"] == (out["score"] >= cfg.label.decision_threshold)).all()
     # Idempotent: re-scoring overwrites the same file with the same scores.
     again = scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="manual__2")
     assert again["predictions_uri"] == result["predictions_uri"]

@@ -227,6 +227,13 @@ class EntityConfig(_Strict):
 
 class LabelConfig(_Strict):
     column: str = Field(description="Label column in each batch.")
+    decision_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Probability of the positive class at or above which a row is predicted positive "
+        "(gates, scoring and monitoring).",
+    )
     positive_class: StrictBool | StrictInt | StrictStr = Field(
         description="Value of the label that counts as the positive class (a boolean, an integer or a string)."
     )

@@ -33,6 +33,7 @@ from mlops.core.settings import Settings
 from mlops.core.util import finite_or_none
 from mlops.data.steps import read_validated
 from mlops.model.signing import ModelIntegrityError, SkopsModel, load_pipeline, verify_model_dir
+from mlops.quality.metrics import predicted_positive
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SHA_TAG = "model_sha256"
 SHADOW_SUFFIX = "__shadow"
-THRESHOLD = 0.5
 SCORE_COLUMN = "score"
 PREDICTION_COLUMN = "prediction"
 VERSION_COLUMN = "model_version"
@@ -230,7 +230,7 @@ def _predictions(cfg: ModelConfig, inputs: pd.DataFrame, loaded: LoadedModel, sc
     out = inputs.copy()
     score = _positive_proba(loaded, inputs, cfg)
     out[SCORE_COLUMN] = score
-    out[PREDICTION_COLUMN] = (score >= THRESHOLD).astype("int64")
+    out[PREDICTION_COLUMN] = predicted_positive(score, cfg.label.decision_threshold).astype("int64")
     out[VERSION_COLUMN] = loaded.version
     out[RUN_ID_COLUMN] = loaded.run_id
     out[SCORED_AT_COLUMN] = scored_at
@@ -259,8 +259,8 @@ def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> 
     if not labelled.any():
         return out
     y_true = binary_target(champion.loc[labelled, label], cfg).to_numpy()
-    champ = classification_metrics(y_true, champion.loc[labelled, SCORE_COLUMN].to_numpy())
-    chall = classification_metrics(y_true, shadow.loc[labelled, SCORE_COLUMN].to_numpy())
+    champ = classification_metrics(y_true, champion.loc[labelled, SCORE_COLUMN].to_numpy(), cfg)
+    chall = classification_metrics(y_true, shadow.loc[labelled, SCORE_COLUMN].to_numpy(), cfg)
     out["labelled_rows"] = float(labelled.sum())
     for name in ("roc_auc", "accuracy"):
         out[f"champion_{name}"] = finite_or_none(champ[name])

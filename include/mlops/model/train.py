@@ -122,17 +122,11 @@ def binary_target(values: pd.Series, cfg: ModelConfig) -> pd.Series:
     return target(values, cfg.label.positive_class)
 
 
-def classification_metrics(y_true: Any, proba: Any, threshold: float = 0.5) -> dict[str, float]:
-    from sklearn import metrics
+def classification_metrics(y_true: Any, proba: Any, cfg: ModelConfig) -> dict[str, float]:
+    """Holdout metrics at the model's decision threshold (see :mod:`mlops.quality.metrics`)."""
+    from mlops.quality.metrics import classification_metrics as computed
 
-    pred = (proba >= threshold).astype(int)
-    return {
-        "roc_auc": float(metrics.roc_auc_score(y_true, proba)) if len(set(y_true)) > 1 else float("nan"),
-        "accuracy": float(metrics.accuracy_score(y_true, pred)),
-        "f1": float(metrics.f1_score(y_true, pred, zero_division=0)),
-        "precision": float(metrics.precision_score(y_true, pred, zero_division=0)),
-        "recall": float(metrics.recall_score(y_true, pred, zero_division=0)),
-    }
+    return computed(y_true, proba, cfg.label.decision_threshold)
 
 
 def pip_requirements(class_path: str) -> list[str]:
@@ -227,7 +221,7 @@ def train(
     pipeline.fit(x_train, y_train)
     fit_seconds = time.monotonic() - fit_started
     proba = pipeline.predict_proba(x_hold)[:, 1]
-    metrics = classification_metrics(y_hold.to_numpy(), proba)
+    metrics = classification_metrics(y_hold.to_numpy(), proba, cfg)
     scored = holdout_df.assign(**{PROBA_COLUMN: proba})
     write_parquet_uri(holdout_uri, scored)
 

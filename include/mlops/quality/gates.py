@@ -27,6 +27,7 @@ from mlops.core.config import ModelConfig
 from mlops.core.labels import positive_mask
 from mlops.core.util import finite_or_none as _json_float
 from mlops.core.util import jsonable as _jsonable
+from mlops.quality.metrics import classification_metrics, predicted_positive
 from mlops.quality.reports import Verdict, write_html
 from mlops.quality.reports import fmt_vs as _fmt_vs
 from mlops.quality.reports import num_cell as _num_cell
@@ -248,20 +249,6 @@ def drift_gate(
 # quality gate
 
 
-def _quality_metrics(y_pos: np.ndarray, proba: np.ndarray, pred_pos: np.ndarray) -> dict[str, float]:
-    """Exact holdout metrics with the config's positive class (sklearn, not the report's numbers)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-
-    both_classes = 0 < int(y_pos.sum()) < len(y_pos)
-    return {
-        "roc_auc": float(roc_auc_score(y_pos, proba)) if both_classes else float("nan"),
-        "accuracy": float(accuracy_score(y_pos, pred_pos)),
-        "f1": float(f1_score(y_pos, pred_pos, zero_division=0)),
-        "precision": float(precision_score(y_pos, pred_pos, zero_division=0)),
-        "recall": float(recall_score(y_pos, pred_pos, zero_division=0)),
-    }
-
-
 _EVIDENTLY_TEST_ARGS = {
     "roc_auc": "rocauc_tests",
     "accuracy": "accuracy_tests",
@@ -327,13 +314,11 @@ def quality_gate(
     y_proba: np.ndarray,
     cfg: ModelConfig,
     report_path: Path,
-    *,
-    threshold: float = 0.5,
 ) -> GateResult:
     """Holdout quality: every configured minimum (roc_auc, accuracy, f1, precision, recall) must hold.
 
     ``y_proba`` is the 1-D probability of ``cfg.label.positive_class``; labels are predicted as
-    ``proba >= threshold``. Numbers come from scikit-learn (exact); the HTML is Evidently's
+    ``proba >= label.decision_threshold``. Numbers come from scikit-learn (exact); the HTML is Evidently's
     classification report with the same minimums as its tests.
     """
     proba = np.asarray(y_proba, dtype="float64")
@@ -346,8 +331,9 @@ def quality_gate(
     if len(y_arr) == 0:
         raise ValueError("quality gate: the holdout has no rows")
     y_pos = positive_mask(y_arr, cfg.label.positive_class)
-    pred_pos = proba >= threshold
-    values = _quality_metrics(y_pos, proba, pred_pos)
+    threshold = cfg.label.decision_threshold
+    pred_pos = predicted_positive(proba, threshold)
+    values = classification_metrics(y_pos, proba, threshold)
     minimums = {str(k): float(v) for k, v in cfg.gates.quality.min_metrics.items()}
 
     failing: list[str] = []
@@ -463,13 +449,11 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     y_proba: np.ndarray,
     cfg: ModelConfig,
     report_path: Path,
-    *,
-    threshold: float = 0.5,
 ) -> GateResult:
     """Group fairness per sensitive attribute with fairlearn's MetricFrame.
 
     ``y_proba`` is the 1-D probability of ``cfg.label.positive_class`` (as for the quality gate); a row is
-    predicted positive when it is at least ``threshold``. Comparing in the positive-class space, never in
+    predicted positive when it is at least ``label.decision_threshold``. Comparing in the positive-class space, never in
     the label space, is what keeps the gate measuring whatever the label type (int, string, boolean).
 
     Disparity is max - min of the configured metric over groups with at least ``min_group_size`` rows;
@@ -500,7 +484,8 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     if len(y_arr) == 0:
         raise ValueError("fairness gate: the holdout has no rows")
     y_pos = positive_mask(y_arr, cfg.label.positive_class)
-    pred_pos = proba >= threshold
+    threshold = cfg.label.decision_threshold
+    pred_pos = predicted_positive(proba, threshold)
     y01, p01 = y_pos.astype(int), pred_pos.astype(int)
     metric_fn = _fairness_metric(fcfg.metric)
 

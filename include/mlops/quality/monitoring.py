@@ -259,7 +259,7 @@ def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, f
     if n < cfg.monitoring.min_rows_for_quality:
         return None, [], n
     y = binary_target(labelled[column], cfg).to_numpy()
-    quality = classification_metrics(y, labelled[SCORE_COLUMN].to_numpy(dtype=float))
+    quality = classification_metrics(y, labelled[SCORE_COLUMN].to_numpy(dtype=float), cfg)
     breaches = []
     for name, minimum in cfg.monitoring.min_quality.items():
         value = quality.get(name, float("nan"))
@@ -296,8 +296,9 @@ def _write_quality_html(
         rows.append([html.escape(name), value_s, minimum_s, check])
     body = (
         f"<p>Champion v{html.escape(version)} on {labelled_rows} labelled rows of {html.escape(interval)} "
-        f"(decision threshold 0.5). Guardrails come from <code>monitoring.min_quality</code>; a breach "
-        f"lets the circuit breaker roll the champion back.</p>" + table(["metric", "value", "guardrail", "check"], rows)
+        f"(decision threshold {cfg.label.decision_threshold:g}). Guardrails come from "
+        "<code>monitoring.min_quality</code>; a breach lets the circuit breaker roll the champion back.</p>"
+        + table(["metric", "value", "guardrail", "check"], rows)
     )
     if breaches:
         summary = f"live quality guardrail breached: {'; '.join(breaches)} (n={labelled_rows})"

@@ -197,7 +197,7 @@ def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool 
             proba = None
         if proba is not None:
             y_true = binary_target(holdout[cfg.label.column], cfg).to_numpy()
-            champion_value = classification_metrics(y_true, proba)[metric]
+            champion_value = classification_metrics(y_true, proba, cfg)[metric]
     result = champion_gate(
         trained["metrics"][metric],
         champion_value,
