@@ -140,7 +140,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
                 check=False,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=300,  # imports MLflow and hashes passwords: slow on a busy machine
             )
             assert done.returncode == 0, done.stderr[-2000:]
         yield Server(url=url, passwords=passwords, usernames=usernames)
