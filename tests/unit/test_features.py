@@ -493,6 +493,9 @@ def _redis_dump(client: Any) -> dict[bytes, dict[bytes, bytes]]:
     return {key: client.hgetall(key) for key in client.scan_iter(count=1000)}
 
 
+# Both cases flush and fill Redis database 12: under `make test`'s two workers they must not run at the same
+# time on two workers, so they join the production stack's group (one worker, one at a time).
+@pytest.mark.xdist_group("production_stack")
 @pytest.mark.parametrize("scripted", [True, False], ids=["lua-compare-and-set", "cluster-pipeline"])
 def test_redis_arrow_writer_stores_what_feast_stores_and_serves_what_local_serves(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripted: bool
