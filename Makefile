@@ -22,12 +22,13 @@ export DO_NOT_TRACK := 1
 export PYTHONPATH := $(CURDIR)/include
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv demo test test-fast lint typecheck airflow mlflow-ui clean lock config-reference bench
+.PHONY: help venv demo test test-fast lint typecheck airflow mlflow-ui clean lock config-reference bench new-model backfill
 
 help:
 	@echo "make demo   - bootstrap, then run the pipeline end to end on the embedded default"
 	@echo "make test   - bootstrap, then lint, type-check and run every test (JUnit: test-results/junit.xml)"
 	@echo "make bench  - benchmarks at 100k/1M/5M rows (BENCH_ARGS=...); writes bench/results.{json,md,png}"
+	@echo "make new-model SAMPLE=x.csv NAME=m - starter config from a sample; make backfill MODEL=m START=d END=d"
 	@echo "make airflow / make mlflow-ui - open the UIs on the same state; make clean - remove .mlops/"
 
 venv: $(STAMP)
@@ -87,6 +88,14 @@ bench: $(STAMP)
 
 config-reference: $(STAMP)
 	$(BIN)/python -m mlops.core.config --markdown
+
+# A starter config inferred from a sample: make new-model SAMPLE=path/to/sample.csv NAME=my_model [LABEL=col]
+new-model: $(STAMP)
+	$(BIN)/python -m mlops.data.onboard "$(SAMPLE)" --name "$(NAME)" $(if $(LABEL),--label "$(LABEL)") $(if $(SENSITIVE),--sensitive "$(SENSITIVE)")
+
+# Every landed day from START to END (inclusive) in one process: make backfill MODEL=credit_risk START=2026-03-01 END=2026-03-10
+backfill: $(STAMP)
+	$(BIN)/python -m mlops.data.backfill "$(MODEL)" "$(START)" "$(END)"
 
 clean:
 	rm -rf $(STATE) test-results

@@ -12,6 +12,10 @@ One DAG per model config in `include/models/`. For each daily data interval:
 3. **materialize**: Feast `apply` (idempotent) and materialization of exactly this interval into the
    online store. Emits the `<model>.features` Asset event.
 
+**Which day**: a run processes its data interval, the day that ENDS at its logical date:
+`airflow dags test <model>__data 2026-03-11` processes 2026-03-10. To name the days themselves, and run
+many in one process, use `make backfill MODEL=<model> START=2026-03-01 END=2026-03-10`.
+
 No landed file for the interval, or a day whose landed content is already published and materialized
 (the `<model>__landing` watcher got there first, or a rerun) → the run is skipped, not failed, and emits
 no Asset event. Runs for one model and day are serialised by a lock.

@@ -47,6 +47,7 @@ from airflow.sdk import (
 )
 
 from mlops.core.config import ModelConfig
+from mlops.model.approval import evidence_body
 from mlops.model.estimators import params_json_schema
 from mlops.orchestration.dagkit import (
     cron,
@@ -311,8 +312,7 @@ def _promotion_tasks(cfg: ModelConfig, trained: Any, training_set: Any, gates: l
         response_timeout=timedelta(hours=24),
         defaults="Reject",
         subject=f"Promote {model} to champion?",
-        body="Version {{ ti.xcom_pull(task_ids='register')['version'] }} passed every gate. "
-        "Reports are attached to its MLflow run.",
+        body=evidence_body(model),
     )
     auto_approve = EmptyOperator(task_id="auto_approve")
     gates >> registered >> approval_route() >> [approve_promotion, auto_approve] >> promote(registered)

@@ -268,6 +268,9 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         models.mkdir()
         config = yaml.safe_load((REPO / "include" / "models" / f"{MODEL}.yaml").read_text())
         config["training"]["schedule"] = None  # every training run here is triggered through the API or UI
+        # The stack's tests are about services, roles and the UI: a passing version becomes champion at once
+        # (canary rollouts have their own tests).
+        config.setdefault("promotion", {})["strategy"] = "immediate"
         (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
         from mlops.model.signing import ensure_local_key
 

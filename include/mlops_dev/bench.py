@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ TARGETS = {
     "rollback_s": 5.0,
     "dag_parse_s": 1.0,
     "scale_5m_vs_1m": 6.0,
+    "abort_to_zero_share_s": 5.0,
+    "split_overhead_ratio": 1.1,
 }
 
 
@@ -499,6 +502,83 @@ def redis_online(rows: int, days: int, root: Path, lookups: int = 300, url: str 
     }
 
 
+def _bench_models(cfg: Any, frame: Any) -> tuple[Any, Any]:
+    """A champion and a canary (two XGBoost pipelines) fitted in-process on up to 50k rows."""
+    from mlops.core.labels import binary_target
+    from mlops.model.scoring import LoadedModel
+    from mlops.model.train import build_estimator, build_pipeline
+
+    sample = frame.sample(min(len(frame), 50_000), random_state=0)
+    y = binary_target(sample[cfg.label.column], cfg.label.positive_class)
+    loaded = []
+    for version, depth in (("1", 4), ("2", 5)):
+        params = {"n_estimators": 100, "max_depth": depth, "tree_method": "hist", "n_jobs": 2}
+        estimator, _ = build_estimator("xgboost", params, use_gpu=False)
+        pipeline = build_pipeline(cfg, estimator).fit(sample[cfg.feature_columns], y)
+        loaded.append(LoadedModel(model=MODEL, version=version, run_id="", sha256="", pipeline=pipeline))
+    return loaded[0], loaded[1]
+
+
+def rollout_at_scale(rows: int, root: Path, repeats: int = 3) -> dict[str, Any]:
+    """Split scoring vs single-model scoring on ``rows`` rows, and abort -> zero share latency.
+
+    The ratio times the same code scoring uses (:func:`mlops.model.scoring.split_predictions` vs
+    :func:`~mlops.model.scoring.timed_predictions`), each with its per-row latency sample, at the first
+    step's share and at 50 %. The abort latency runs from the abort's call to the first read of the
+    state (what the next scoring run does first) that shows a zero share, and to the first
+    OpenFeature evaluation of the kill switch that is on (the provider caches the state for 1 s).
+    """
+    import pandas as pd
+
+    from mlops.core.config import get_config
+    from mlops.model import rollout, scoring
+    from mlops.model.rollout_flags import RolloutFlagProvider
+
+    state = root / "rollout-state"
+    with environment(state, write_models_dir(root)):
+        cfg = get_config(MODEL).config
+        frame = generated_frame(root / "rollout-data", rows, days_for(rows, 4))
+        champion, canary = _bench_models(cfg, frame)
+        now = pd.Timestamp.now(tz="UTC")
+        first_step = float(cfg.promotion.canary.steps[0])
+
+        def median(fn: Callable[[], Any]) -> float:
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
+            return statistics.median(times)
+
+        single = median(lambda: scoring.timed_predictions(cfg, frame, champion, now))
+        split: dict[float, float] = {}
+        for share in (first_step, 50.0):
+            split[share] = median(partial(scoring.split_predictions, MODEL, cfg, frame, champion, canary, share, now))
+        rollout.start(MODEL, "2", champion_version="1", steps=[first_step, 100.0], actor="bench", reason="bench")
+        provider = RolloutFlagProvider(ttl_s=1.0, champion_of=lambda _m: "1", dtype_of=lambda _m: "int64")
+        provider.resolve_boolean_details(f"model.{MODEL}.kill_switch", False)  # a warm cache, as in an app
+        started = time.perf_counter()
+        rollout.record(MODEL, "abort", actor="bench", reason="abort latency")
+        while rollout.serving(MODEL, "1").share > 0:
+            time.sleep(0.001)
+        to_scoring = time.perf_counter() - started
+        while not provider.resolve_boolean_details(f"model.{MODEL}.kill_switch", False).value:
+            time.sleep(0.01)
+        to_flag = time.perf_counter() - started
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(root / "rollout-data", ignore_errors=True)
+    return {
+        "rows": len(frame),
+        "single_s": round(single, 3),
+        "split_s": {f"{k:g}": round(v, 3) for k, v in split.items()},
+        "first_step": first_step,
+        "overhead_ratio": round(split[first_step] / single, 3),
+        "overhead_ratio_50": round(split[50.0] / single, 3),
+        "abort_to_scoring_s": round(to_scoring, 4),
+        "abort_to_flag_s": round(to_flag, 3),
+    }
+
+
 def dag_parse(repeats: int = 5) -> dict[str, Any]:
     """Airflow's DagBag load statistics for dags/ in a fresh interpreter, SQL statements counted."""
     code = (
@@ -697,6 +777,16 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             TARGETS["drift_to_retrain_s"],
         )
         add("rollback: re-point + next scoring load (s)", airflow.get("rollback_s"), TARGETS["rollback_s"])
+    split = results.get("rollout")
+    if split:
+        limit = TARGETS["abort_to_zero_share_s"]
+        add("abort -> zero share seen by the next scoring run (s)", split["abort_to_scoring_s"], limit)
+        add("abort -> kill switch on in OpenFeature (s)", split["abort_to_flag_s"], TARGETS["abort_to_zero_share_s"])
+        add(
+            f"split scoring / one model, {split['rows']:,} rows, {split['first_step']:g}% canary",
+            split["overhead_ratio"],
+            TARGETS["split_overhead_ratio"],
+        )
     add("DAG parsing, all files (s)", results["dag_parse"]["median_s"], TARGETS["dag_parse_s"])
     add("DB queries while parsing", float(results["dag_parse"]["queries"]), 0.0)
     return rows
@@ -753,6 +843,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"for the same functions in one process (ratio {_fmt(airflow.get('overhead_ratio'))}); drift event to the "
             f"retraining DAG's first task {_fmt(airflow.get('drift_to_retrain_s'))} s; rollback (re-point + next "
             f"scoring load) {_fmt(airflow.get('rollback_s'))} s.",
+        ]
+    split = results.get("rollout")
+    if split:
+        lines += [
+            "",
+            f"Canary split at {split['rows']:,} rows: one model {_fmt(split['single_s'])} s; split at "
+            + ", ".join(f"{k}% {_fmt(v)} s" for k, v in split["split_s"].items())
+            + f" (ratio {_fmt(split['overhead_ratio'])} at the first step, {_fmt(split['overhead_ratio_50'])} at "
+            f"50%); abort -> zero share read by scoring {split['abort_to_scoring_s']} s, -> OpenFeature kill "
+            f"switch {split['abort_to_flag_s']} s.",
         ]
     lines += ["", "| target | measured | limit | met |", "|---|---|---|---|"]
     for row in results["targets"]:
@@ -864,6 +964,10 @@ def run(
             airflow["overhead_ratio"] = round(airflow["end_to_end_s"] / size["total_s"], 2)
             results["airflow"] = airflow
         _write_outputs(results, out_dir)  # after every size: a long run that is stopped keeps what it measured
+    rollout_rows = max([s for s in sizes if s <= 1_000_000] or [min(sizes)])
+    progress(f"canary split and abort latency at {rollout_rows:,} rows")
+    results["rollout"] = rollout_at_scale(rollout_rows, work / "rollout")
+    _write_outputs(results, out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return results
 

@@ -95,8 +95,11 @@ def _step(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_loop(model: str, settings: Settings, drift_day: date, champion: str) -> dict[str, Any]:
-    """The loop through Airflow's real scheduler: drift -> Asset event -> retrain -> champion -> rollback."""
+def run_loop(model: str, settings: Settings, drift_day: date, champion: str, runner: AirflowRunner) -> dict[str, Any]:
+    """The loop through Airflow's real scheduler: drift -> Asset event -> retrain -> canary -> champion -> rollback.
+
+    Then, with ``dag.test`` once the scheduler is stopped, a planted bad version is aborted at its first step.
+    """
     from mlops.core.config import get_config
     from mlops.data.ingest import landing_store
     from mlops.model import registry
@@ -159,11 +162,12 @@ def run_loop(model: str, settings: Settings, drift_day: date, champion: str) -> 
         latency = (started - event["timestamp"]).total_seconds()
         mark(f"retraining started ({retrain.run_type}), {latency:.1f} s after the drift event", started)
         retrain = airflow.wait_finished(f"{model}__training", retrain.run_id, 900)
-        champion_after = registry.get_alias_version(model, registry.CHAMPION)
-        mark(f"{model}__training: {retrain.state}; champion is now v{champion_after}", retrain.end)
         if retrain.state != "success":
             states = airflow.task_states(f"{model}__training", retrain.run_id)
             raise SystemExit(f"the drift-triggered retrain did not succeed: {states}")
+        good = _ramp(airflow, model, settings, drift_day + timedelta(days=1), mark)
+        champion_after = registry.get_alias_version(model, registry.CHAMPION)
+        mark(f"{model}__training: {retrain.state}; canary v{good['version']} ramped; champion is now v{champion_after}")
         rollback_id = airflow.trigger(f"{model}__rollback", conf={"reason": "demo: undo the retrain"})
         rolled = airflow.wait_finished(f"{model}__rollback", rollback_id, 300)
         rollback_to = registry.get_alias_version(model, registry.CHAMPION)
@@ -172,7 +176,9 @@ def run_loop(model: str, settings: Settings, drift_day: date, champion: str) -> 
         airflow.wait_finished(f"{model}__scoring", score_id, 300)
         used = _scored_versions(settings, model, drift_day)
         mark(f"the next scoring run used v{', v'.join(used)} with no redeploy")
+    bad = _bad_canary(runner, model, settings, drift_day + timedelta(days=len(_steps(model)) + 1), mark)
     return {
+        "rollout": {**good, **bad},
         "drift_detected": True,
         "retrain_triggered_by": event["id"],
         "retrain_run_id": retrain.run_id,
@@ -182,6 +188,101 @@ def run_loop(model: str, settings: Settings, drift_day: date, champion: str) -> 
         "scored_after_rollback_with": used,
         "drift_to_retrain_seconds": round(latency, 2),
         "timeline": [[at.isoformat(timespec="seconds"), text] for at, text in timeline],
+    }
+
+
+def _steps(model: str) -> list[float]:
+    from mlops.core.config import get_config
+
+    return list(get_config(model).config.promotion.canary.steps)
+
+
+def _land(model: str, settings: Settings, day: date, *, mislabelled: bool = False) -> None:
+    """One clean 400-row batch in the landing folder; ``mislabelled``: every label flipped."""
+    from mlops.core.config import get_config
+    from mlops.data.ingest import landing_store
+    from mlops_dev.datagen import GENERATORS, write_batch
+
+    cfg = get_config(model).config
+    landing = landing_store(cfg, settings).local_path("")
+    assert landing is not None
+    frame = GENERATORS[model](day, rows_per_batch=400)
+    if mislabelled:
+        from mlops.core.labels import binary_target
+
+        positive = binary_target(frame[cfg.label.column], cfg.label.positive).astype(bool)
+        negative = next(c for c in (cfg.label.classes or [0, 1]) if c != cfg.label.positive_class)
+        frame[cfg.label.column] = positive.map({True: negative, False: cfg.label.positive_class})
+    write_batch(frame, landing / f"{day.isoformat()}.csv")
+
+
+def _ramp(airflow: Any, model: str, settings: Settings, first: date, mark: Any) -> dict[str, Any]:
+    """The retrained version serves as a canary; one clean batch per step; ``<model>__rollout`` decides."""
+    from mlops.model import rollout
+
+    state = rollout.load_state(model)
+    if state is None or state.status != "running":
+        raise SystemExit(f"the retrained version did not start a canary rollout: {state}")
+    mark(f"canary v{state.canary_version} serves {state.share:g}% beside champion v{state.champion_version}")
+    steps = _steps(model)
+    for index in range(len(steps)):
+        day = first + timedelta(days=index)
+        _land(model, settings, day)
+        airflow.trigger(
+            f"{model}__data", logical_date=datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        )
+
+        def judged(index: int = index) -> rollout.RolloutState | None:
+            now = rollout.load_state(model)
+            done = now is not None and (now.step > index or now.status != "running")
+            return now if done else None
+
+        now = airflow.wait(f"the rollout's decision on step {index + 1}", judged, 600)
+        last = now.events[-1]
+        serving = f"canary v{now.canary_version} is champion" if now.status == "promoted" else f"share {now.share:g}%"
+        mark(f"{model}__rollout on {day}: {last.action} ({last.reason}); {serving}")
+        if now.status not in ("running", "promoted"):
+            raise SystemExit(f"the good canary did not ramp: {last.action}: {last.reason} ({last.report})")
+    passed = [e for e in now.events if e.action in ("advance", "promote")]
+    return {
+        "version": now.canary_version,
+        "steps_passed": len(passed),
+        "promoted": now.status == "promoted",
+        "reports": [e.report for e in now.events if e.report],
+    }
+
+
+def _bad_canary(runner: AirflowRunner, model: str, settings: Settings, first: date, mark: Any) -> dict[str, Any]:
+    """A version trained on mislabelled days passes the offline gates (its holdout is mislabelled too) and
+    is aborted at its first step on live data. Run with dag.test: the mislabelled days must not reach
+    live monitoring, whose circuit breaker would (rightly) act on them."""
+    from mlops.model import registry, rollout
+
+    days = 3
+    for offset in range(days):
+        _land(model, settings, first + timedelta(days=offset), mislabelled=True)
+        runner.test(f"{model}__data", first + timedelta(days=offset + 1))
+    conf = {"window_end": (first + timedelta(days=days - 1)).isoformat(), "window_days": days}
+    state = runner.test(f"{model}__training", conf=conf)
+    canary = rollout.load_state(model)
+    if state != "success" or canary is None or canary.status != "running":
+        raise SystemExit(f"the planted version did not pass its gates into a canary ({state}); see {runner.log_path}")
+    mark(f"planted v{canary.canary_version} (mislabelled training rows) passed every gate; canary {canary.share:g}%")
+    live = first + timedelta(days=days)
+    _land(model, settings, live)
+    runner.test(f"{model}__data", live + timedelta(days=1))
+    runner.test(f"{model}__scoring", conf={"intervals": [live.isoformat()]})
+    runner.test(f"{model}__rollout", conf={"action": "analyze", "reason": ""})
+    final = rollout.load_state(model)
+    assert final is not None
+    last = final.events[-1]
+    champion = registry.get_alias_version(model, registry.CHAMPION)
+    mark(f"{model}__rollout on {live}: {last.action} ({last.reason}); champion stays v{champion}")
+    return {
+        "aborted_version": final.canary_version if final.status == "aborted" else None,
+        "abort_reason": last.reason if final.status == "aborted" else None,
+        "max_share_of_aborted": final.max_share,
+        "abort_report": last.report,
     }
 
 
@@ -253,7 +354,7 @@ def run_demo(model: str, days: int, rows: int, with_loop: bool = True) -> dict[s
         "fairness": str(run_dir / "fairness.html"),
         "champion": str(run_dir / "champion.html"),
     }
-    loop = run_loop(model, settings, bad_day + timedelta(days=1), champion) if with_loop else {}
+    loop = run_loop(model, settings, bad_day + timedelta(days=1), champion, airflow) if with_loop else {}
     metrics = {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}
     history = registry.alias_history(model)
     print()
@@ -271,11 +372,18 @@ def run_demo(model: str, days: int, rows: int, with_loop: bool = True) -> dict[s
     for name, path in reports.items():
         print(f"  report {name:<10}{path}")
     print(f"  tracking URI     {settings.tracking_uri}  (make mlflow-ui)")
+    print("  cockpit          make airflow, then Browse > Models (http://127.0.0.1:8080/plugin/mlops_models)")
     if loop:
         print(
             "  live loop        " + f"champion v{loop['champion_before']} -> drift event "
             f"#{loop['retrain_triggered_by']} -> retrained v{loop['champion_after']} -> rolled back to "
             f"v{loop['rollback_to']}; drift event to retraining start {loop['drift_to_retrain_seconds']:.1f} s"
+        )
+        ramp = loop["rollout"]
+        print(
+            f"  canary rollout   v{ramp['version']} passed {ramp['steps_passed']} step(s), promoted "
+            f"{ramp['promoted']}; planted v{ramp['aborted_version']} aborted at {ramp['max_share_of_aborted']:g}%: "
+            f"{ramp['abort_reason']}"
         )
     print(f"  took             {time.monotonic() - started:.0f} s")
     print()

@@ -50,7 +50,13 @@ def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Pa
     assert parse["queries"] == 0 and parse["import_errors"] == 0
     assert {f["file"] for f in parse["files"]} >= {"model_data.py", "model_training.py", "model_landing.py"}
 
+    # The canary split's cost and the abort latency (the figures `make bench` reports at 1M rows).
+    split = saved["rollout"]
+    assert split["rows"] > 2000 and split["single_s"] > 0 and split["overhead_ratio"] > 0
+    assert 0 < split["abort_to_scoring_s"] < split["abort_to_flag_s"] <= 5
+
     targets = {t["target"]: t for t in saved["targets"]}
+    assert targets["abort -> zero share seen by the next scoring run (s)"]["met"] is True
     assert targets["DB queries while parsing"]["met"] is True
     assert results["targets"] == saved["targets"]
     table = (out / "results.md").read_text()

@@ -95,9 +95,12 @@ def test_score_monitor_drift_breaker_and_rollback(
 
     # A second champion (forced, the gates still run), then a quality guardrail no model meets:
     # the circuit breaker rolls back to v1 and the next scoring run uses v1.
+    # credit_risk rolls out as a canary: a person promotes it at once from the rollout DAG's form.
     assert run_dag(f"{MODEL}__training", conf={**conf, "force": True}) == "success"
+    assert registry.get_alias_version(MODEL, registry.CHAMPION) == v1
+    assert run_dag(f"{MODEL}__rollout", conf={"action": "promote_now", "reason": "ship it"}) == "success"
     v2 = registry.get_alias_version(MODEL, registry.CHAMPION)
-    assert v2 != v1
+    assert v2 != v1 and "ship it" in registry.alias_history(MODEL, registry.CHAMPION)[-1].reason
     models = tmp_path / "models"
     models.mkdir()
     text = (REPO / "include" / "models" / f"{MODEL}.yaml").read_text()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops.core.config import get_config
 from mlops.data import steps as data_steps
 from mlops.model import registry
 from mlops_dev.datagen import write_batches
@@ -62,9 +63,19 @@ def test_raw_data_to_promoted_champion(model: str, rows: int, state_dir: Path, r
     history = registry.alias_history(model)
     assert [(h.alias, h.to_version) for h in history] == [("challenger", champion), ("champion", champion)]
 
-    # A second run compares against the champion on the same frozen holdout and promotes again.
+    # A second run compares against the champion on the same frozen holdout and promotes again: at once
+    # (strategy immediate), or as a canary at the first step while champion stays (strategy canary).
     assert run_dag(f"{model}__training", conf=conf) == "success"
-    second = registry.get_alias_version(model, registry.CHAMPION)
+    if get_config(model).config.promotion.strategy == "canary":
+        from mlops.model import rollout
+
+        state = rollout.load_state(model)
+        assert state is not None and state.status == "running" and state.champion_version == champion
+        assert registry.get_alias_version(model, registry.CHAMPION) == champion
+        assert state.share == get_config(model).config.promotion.canary.steps[0]
+        second = state.canary_version
+    else:
+        second = str(registry.get_alias_version(model, registry.CHAMPION))
     assert second != champion
     run2 = registry.client().get_run(registry.version_tags(model, second)["lineage.training_run_id"])
     assert run2.data.tags["gate.champion"] == "passed"

@@ -1,8 +1,9 @@
 """The loop through Airflow's real scheduler (scheduler, dag-processor, triggerer, api-server on SQLite).
 
-No drift -> no retrain; a burst of drifted batches -> drift Asset events -> exactly one retrain, which
-promotes a new champion. Cron retraining is switched off in the configs used here, so every training
-run is caused by an event (with catchup=False, unpausing a cron DAG runs its latest past tick at once).
+No drift -> no retrain; a burst of drifted batches -> drift Asset events -> exactly one retrain, whose
+version starts a canary rollout at its first step while the champion stays. Cron retraining
+is switched off in the configs used here, so every training run is caused by an event (with
+catchup=False, unpausing a cron DAG runs its latest past tick at once).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from mlops.core.settings import get_settings
-from mlops.model import registry
+from mlops.model import registry, rollout
 from mlops.orchestration.executor import preload_modules
 from mlops_dev.datagen import write_batches
 from mlops_dev.services import AirflowServices, RunInfo, asset_events
@@ -155,9 +156,12 @@ def test_no_drift_no_retrain_then_a_burst_retrains_once(airflow: AirflowServices
     airflow.wait("the drift-triggered training runs to settle", settled, 900, poll=20)
     retrained = _trained(airflow)
     assert len(retrained) == before + 1, retrained
-    new_champion = registry.get_alias_version(MODEL, registry.CHAMPION)
-    assert new_champion != champion
-    tags = registry.version_tags(MODEL, new_champion)
+    # credit_risk rolls out as a canary: the retrained version serves the first step, champion stays.
+    state = rollout.load_state(MODEL)
+    assert state is not None and state.status == "running" and state.champion_version == champion
+    assert registry.get_alias_version(MODEL, registry.CHAMPION) == champion
+    new_version = state.canary_version
+    tags = registry.version_tags(MODEL, new_version)
     assert tags["lineage.dag_run_id"] == retrained[-1]
     window_end = tags["lineage.training_window"].split("..")[1]
     assert window_end in {str(first + timedelta(days=i)) for i in range(3)}  # ends at a drifted batch

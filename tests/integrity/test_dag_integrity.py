@@ -15,7 +15,7 @@ from airflow.dag_processing.dagbag import DagBag
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 MODELS = ["credit_risk", "tumor_diagnosis"]
-KINDS = ("data", "landing", "training", "scoring", "monitoring", "rollback")
+KINDS = ("data", "landing", "training", "scoring", "monitoring", "rollback", "rollout")
 NO_RETRY = {"approve_promotion"}  # a person's answer is not retried
 HEAVY = [
     "pandas",

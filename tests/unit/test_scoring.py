@@ -427,3 +427,107 @@ def test_key_rotation_at_load(env: dict[str, Any], tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("MLOPS_TRUSTED_KEYS_PATH", str(trusted))
     with pytest.raises(scoring.ModelIntegrityError, match="which is not trusted"):
         scoring.load_verified(MODEL, champion)
+
+
+# ---------------------------------------------------------------------------------------- canary rollout
+
+
+def _start_canary(env: dict[str, Any], share: float = 50.0) -> Any:
+    from mlops.model import rollout
+
+    champion, canary = env["versions"]
+    return rollout.start(
+        MODEL, canary, champion_version=champion, steps=[share, 100.0], actor="test", reason="gates passed"
+    )
+
+
+def test_canary_serves_its_arm_and_manual_actions_are_recorded(env: dict[str, Any]) -> None:
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+
+    from mlops.model import rollout, rollout_analysis
+    from mlops.model.rollout_flags import RolloutFlagProvider
+
+    cfg = get_config(MODEL).config
+    champion, canary = env["versions"]
+    state = _start_canary(env)
+    result = scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="manual__split")
+    served = pd.read_parquet(_prediction_path(env["state"]))
+    arm = pd.read_parquet(_prediction_path(env["state"], "canary"))
+    assert result["rows"] == ROWS == len(served) + len(arm) and 0 < len(arm) < ROWS
+    assert set(served["model_version"]) == {champion} and set(arm["model_version"]) == {canary}
+    key = cfg.entity.join_key
+    expected = rollout.in_canary(MODEL, env["validated"][key].astype(str).astype(object), state.share)
+    assert set(arm[key]) == set(env["validated"][key][expected])
+    assert result["rollout"]["rollout_id"] == state.rollout_id and result["rollout"]["share"] == 50.0
+    for version in (champion, canary):  # throughput and per-row latency per version
+        latency = result["latency"][version]
+        assert latency["rows_per_s"] > 0 and 0 < latency["p50_ms"] <= latency["p99_ms"]
+
+    # An application asks OpenFeature and gets the arm batch scoring used, entity by entity.
+    api.set_provider(RolloutFlagProvider(ttl_s=0))
+    client = api.get_client()
+    for frame, name in ((served, "champion"), (arm, "canary")):
+        for entity in frame[key].head(10):
+            details = client.get_string_details(
+                f"model.{MODEL}.variant", "none", EvaluationContext(targeting_key=str(entity))
+            )
+            assert (details.value, details.flag_metadata["version"]) == (name, frame["model_version"].iloc[0])
+    assert client.get_string_value(f"model.{MODEL}.variant", "none", EvaluationContext()) == "none"  # no key
+    assert client.get_boolean_value(f"model.{MODEL}.kill_switch", True) is False
+
+    # Too little evidence (80 rows, the tumour config wants 100 canary rows): hold, with a report.
+    held = rollout_analysis.run_rollout(MODEL, actor="airflow", dag_id="d", dag_run_id="r1")
+    assert held["decision"] == "hold" and "canary rows" in held["reason"] and held["share"] == 50.0
+    assert 'data-verdict="SKIPPED"' in Path(held["report"]).read_text()
+    paused = rollout_analysis.run_rollout(MODEL, "pause", actor="ops", reason="look at it", dag_run_id="r2")
+    assert paused["status"] == "paused" and paused["share"] == 50.0  # pausing stops the ramp, not traffic
+    assert rollout_analysis.run_rollout(MODEL, actor="airflow", dag_run_id="r3")["reason"].startswith("paused")
+    assert rollout_analysis.run_rollout(MODEL, "resume", actor="ops", dag_run_id="r4")["status"] == "running"
+    aborted = rollout_analysis.run_rollout(MODEL, "abort", actor="ops", reason="bad smell", dag_run_id="r5")
+    assert (aborted["status"], aborted["share"]) == ("aborted", 0.0)
+    final = rollout.load_state(MODEL)
+    assert final is not None
+    assert [(e.action, e.actor) for e in final.events] == [
+        ("start", "test"),
+        ("hold", "airflow"),
+        ("pause", "ops"),
+        ("hold", "airflow"),
+        ("resume", "ops"),
+        ("abort", "ops"),
+    ]
+    assert final.events[-1].reason == "bad smell" and final.max_share == 50.0
+    # The abort is seen at once: the next scoring run serves the champion to everyone, the flag too.
+    scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="manual__after-abort")
+    assert set(pd.read_parquet(_prediction_path(env["state"]))["model_version"]) == {champion}
+    assert not _prediction_path(env["state"], "canary").exists()
+    assert client.get_boolean_value(f"model.{MODEL}.kill_switch", False) is True
+    assert client.get_string_value(f"model.{MODEL}.variant", "none", EvaluationContext(targeting_key="x")) == "champion"
+
+
+def test_promote_now_moves_champion_but_never_undoes_a_rollback(env: dict[str, Any]) -> None:
+    from mlops.model import rollout_analysis
+
+    champion, canary = env["versions"]
+    _start_canary(env)
+    promoted = rollout_analysis.run_rollout(MODEL, "promote_now", actor="ops", reason="urgent fix", dag_run_id="p1")
+    assert promoted["status"] == "promoted"
+    assert registry.get_alias_version(MODEL, registry.CHAMPION) == canary
+    change = registry.alias_history(MODEL, registry.CHAMPION)[-1]
+    assert (change.actor, change.from_version, change.to_version) == ("ops", champion, canary)
+    assert "canary" in change.reason and "urgent fix" in change.reason
+
+    # A canary whose champion moved under it (a rollback) never serves and is aborted, never promoted.
+    registry.rollback(MODEL, champion, actor="ops", reason="back")
+    state = _start_canary(env)
+    registry.rollback(MODEL, canary, actor="ops", reason="forward by hand")
+    scoring.score_interval(MODEL, SCORED_DAY.isoformat(), run_id="manual__moved")
+    assert not _prediction_path(env["state"], "canary").exists()
+    moved = rollout_analysis.run_rollout(MODEL, actor="airflow", dag_run_id="p2")
+    assert (moved["decision"], moved["status"]) == ("abort", "aborted") and "rolled back" in moved["reason"]
+    # The registry's guard itself: a move that expects another current version moves nothing.
+    with pytest.raises(registry.AliasMoved):
+        registry.set_alias(
+            MODEL, registry.CHAMPION, champion, actor="t", reason="r", expect_current=state.champion_version
+        )
+    assert registry.get_alias_version(MODEL, registry.CHAMPION) == canary

@@ -8,6 +8,7 @@ the file) because DAG files call it at parse time to generate one set of DAGs pe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -31,6 +32,7 @@ from pydantic import (
 )
 
 from mlops.model.estimators import FAMILIES, EstimatorParamError, check_params, get_family
+from mlops.quality.metrics import LOWER_IS_BETTER, TASK_METRICS, UNIT_METRICS
 
 NAME_PATTERN = r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$"
 NAME_MAX = 40
@@ -70,7 +72,29 @@ CRON_PRESETS = {
     "@quarterly": "0 0 1 */3 *",
     "@yearly": "0 0 1 1 *",
 }
-METRIC = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
+# Every task's metrics (mlops.quality.metrics.TASK_METRICS says which task has which).
+METRIC = Literal[
+    "roc_auc", "accuracy", "f1", "precision", "recall", "macro_f1", "log_loss", "roc_auc_ovr", "rmse", "mae", "r2"
+]
+# Per-group metrics of the fairness gate, by task.
+FAIRNESS_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy"),
+    "multiclass": ("accuracy", "macro_recall"),
+    "regression": ("mae",),
+}
+# What a task gets when its config leaves a gate's metric out (binary keeps the schema's defaults).
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "multiclass": {
+        "quality": {"min_metrics": {"macro_f1": 0.5}},
+        "champion": {"metric": "macro_f1"},
+        "fairness": {"metric": "accuracy"},
+    },
+    "regression": {
+        "quality": {"min_metrics": {"r2": 0.1}},
+        "champion": {"metric": "rmse"},
+        "fairness": {"metric": "mae"},
+    },
+}
 MAX_FILE_BYTES = 256 * 1024
 
 
@@ -169,7 +193,10 @@ def _finite(value: float | None) -> float | None:
 
 def _metrics(values: dict[str, float]) -> dict[str, float]:
     for name, value in values.items():
-        if not 0 <= value <= 1:
+        if name in LOWER_IS_BETTER:
+            if value < 0:
+                raise KeyedError(name, f"{name} threshold {value} must be at least 0")
+        elif not 0 <= value <= 1:
             raise KeyedError(name, f"{name} threshold {value} must be between 0 and 1")
     return values
 
@@ -234,8 +261,10 @@ class LabelConfig(_Strict):
         description="Probability of the positive class at or above which a row is predicted positive "
         "(gates, scoring and monitoring).",
     )
-    positive_class: StrictBool | StrictInt | StrictStr = Field(
-        description="Value of the label that counts as the positive class (a boolean, an integer or a string)."
+    positive_class: StrictBool | StrictInt | StrictStr | None = Field(
+        default=None,
+        description="Value of the label that counts as the positive class (a boolean, an integer or a string); "
+        "required for `task: binary`, absent for multiclass and regression.",
     )
     classes: list[StrictBool | StrictInt | StrictStr] | None = Field(
         default=None,
@@ -253,7 +282,7 @@ class LabelConfig(_Strict):
     @field_validator("positive_class", mode="before")
     @classmethod
     def _label_value(cls, value: Any) -> Any:
-        if not isinstance(value, bool | int | str):
+        if value is not None and not isinstance(value, bool | int | str):
             raise ValueError(f"{value!r} must be a boolean, an integer or a string label value")
         return value
 
@@ -268,6 +297,8 @@ class LabelConfig(_Strict):
     @model_validator(mode="after")
     def _classes(self) -> LabelConfig:
         positive = self.positive_class
+        if positive is None:  # multiclass or regression: ModelConfig checks them against the task
+            return self
         if self.classes is None:
             if isinstance(positive, str):
                 raise KeyedError("classes", "required when positive_class is a string (list every label value)")
@@ -286,10 +317,19 @@ class LabelConfig(_Strict):
         return self
 
     @property
+    def positive(self) -> bool | int | str:
+        """The binary label's positive class (the loader requires one for task binary, refuses it otherwise)."""
+        if self.positive_class is None:
+            raise ValueError(f"label '{self.column}' has no positive class: the model is not binary")
+        return self.positive_class
+
+    @property
     def allowed_values(self) -> list[bool | int | str]:
         """The label values a batch may contain: the config's ``classes``, else both booleans or ``[0, 1]``."""
         if self.classes is not None:
             return list(self.classes)
+        if self.positive_class is None:
+            raise ValueError("a regression label has no classes")
         if isinstance(self.positive_class, bool):
             return [False, True]
         if isinstance(self.positive_class, int):
@@ -335,11 +375,31 @@ class ColumnRule(_Strict):
         default=None, ge=0, le=1, description="Override of the batch-wide null budget for this column."
     )
     mostly: float = Field(default=1.0, gt=0, le=1, description="Fraction of rows that must satisfy min/max/allowed.")
+    missing: Literal["reject", "impute"] = Field(
+        default="reject",
+        description="Missing values: `reject` (the GX gate quarantines a batch with more than "
+        "`max_null_fraction` nulls here, default the batch-wide budget; tolerated nulls are then imputed with "
+        "the median / most frequent value in training) or `impute` (nulls pass the gate up to "
+        "`max_null_fraction`, default 1, and training fills them with `impute_strategy`). Features only.",
+    )
+    impute_strategy: Literal["median", "mean", "most_frequent", "constant"] | None = Field(
+        default=None,
+        description="How training fills this column's nulls (scikit-learn `SimpleImputer`): default `median` "
+        "for numeric and `most_frequent` for categorical features; `mean` is for numeric columns only; "
+        "`constant` needs `fill_value`.",
+    )
+    fill_value: StrictInt | float | StrictStr | None = Field(
+        default=None, description="The value `impute_strategy: constant` fills in (a number or a category)."
+    )
 
     @model_validator(mode="after")
     def _range(self) -> ColumnRule:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise KeyedError("min", f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.impute_strategy is not None and self.missing != "impute":
+            raise KeyedError("impute_strategy", "set `missing: impute` too (with `missing: reject` nothing is filled)")
+        if (self.impute_strategy == "constant") != (self.fill_value is not None):
+            raise KeyedError("fill_value", "is required with `impute_strategy: constant` and only with it")
         if self.allowed is not None and len(set(self.allowed)) != len(self.allowed):
             raise KeyedError("allowed", "categories listed more than once")
         return self
@@ -398,22 +458,45 @@ class DriftGate(_Strict):
 class QualityGate(_Strict):
     min_metrics: dict[METRIC, float] = Field(
         default_factory=lambda: {"roc_auc": 0.6},  # type: ignore[arg-type,dict-item]
-        min_length=1,
-        description="Lowest acceptable value (0-1) of each holdout metric; at least one.",
+        description="Lowest acceptable value (0-1) of each holdout metric that is better when higher; of the "
+        "model's task (binary: roc_auc, accuracy, f1, precision, recall; multiclass: macro_f1, accuracy, "
+        "roc_auc_ovr; regression: r2). Default per task: `{roc_auc: 0.6}`, `{macro_f1: 0.5}`, `{r2: 0.1}`.",
+    )
+    max_metrics: dict[METRIC, float] = Field(
+        default_factory=dict,
+        description="Highest acceptable value (>= 0) of each error metric (multiclass: log_loss; regression: "
+        "rmse, mae, in the label's units).",
     )
 
-    @field_validator("min_metrics")
+    @field_validator("min_metrics", "max_metrics")
     @classmethod
     def _range(cls, value: dict[str, float]) -> dict[str, float]:
         return _metrics(value)
 
+    @model_validator(mode="after")
+    def _some(self) -> QualityGate:
+        if not self.min_metrics and not self.max_metrics:
+            raise KeyedError(
+                "min_metrics", "the quality gate needs at least 1 threshold (in min_metrics or max_metrics)"
+            )
+        return self
+
 
 class FairnessGate(_Strict):
-    metric: Literal["selection_rate", "true_positive_rate", "false_positive_rate", "accuracy"] = Field(
-        default="selection_rate", description="Metric compared across groups (fairlearn MetricFrame)."
+    metric: Literal[
+        "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy", "macro_recall", "mae"
+    ] = Field(
+        default="selection_rate",
+        description="Metric compared across groups (fairlearn MetricFrame). binary: selection_rate, "
+        "true_positive_rate, false_positive_rate, accuracy; multiclass: accuracy, macro_recall (default "
+        "accuracy); regression: mae (the default).",
     )
     max_disparity: float = Field(
-        default=0.2, ge=0, le=1, description="Largest allowed difference between groups' metric values."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Largest allowed difference between groups' metric values; for `mae`, the difference "
+        "relative to the overall MAE (0.2: the worst group's MAE exceeds the best's by at most 20% of it).",
     )
     min_group_size: int = Field(
         default=20, ge=1, le=1_000_000, description="Groups with fewer holdout rows are reported but not gated."
@@ -421,9 +504,16 @@ class FairnessGate(_Strict):
 
 
 class ChampionGate(_Strict):
-    metric: Literal["roc_auc", "accuracy", "f1"] = Field(default="roc_auc", description="Comparison metric.")
+    metric: METRIC = Field(
+        default="roc_auc",
+        description="Comparison metric of the model's task (default: roc_auc, multiclass macro_f1, regression "
+        "rmse). Error metrics (rmse, mae, log_loss) compare lower-is-better.",
+    )
     tolerance: float = Field(
-        default=0.01, ge=0, le=1, description="How much worse than the champion the challenger may be."
+        default=0.01,
+        ge=0,
+        description="How much worse than the champion the challenger may be (in the metric's units; at most 1 "
+        "for a 0-1 metric).",
     )
 
 
@@ -519,7 +609,9 @@ class TrainingConfig(_Strict):
     holdout_days: int = Field(
         default=2, ge=1, le=365, description="Most recent days of the window held out for gates (< `window_days`)."
     )
-    estimator: EstimatorConfig = Field(description="The classifier to train.")
+    estimator: EstimatorConfig = Field(
+        description="The estimator to train: a classifier for binary and multiclass, a regressor for regression."
+    )
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Pod resources.")
     schedule: str | None = Field(
         default="0 3 * * 0",
@@ -569,12 +661,18 @@ class MonitoringConfig(_Strict):
         ge=0,
         le=1,
         description="Kolmogorov-Smirnov statistic between the champion's holdout scores and a batch's "
-        "scores above which prediction drift also emits a drift event.",
+        "scores (multiclass: total variation distance between predicted-class shares) above which prediction "
+        "drift also emits a drift event.",
     )
     min_quality: dict[METRIC, float] = Field(
         default_factory=dict,
         description="Hard guardrails (0-1) on labelled scored batches: below any of them the circuit breaker "
         "rolls the champion back.",
+    )
+    max_quality: dict[METRIC, float] = Field(
+        default_factory=dict,
+        description="Hard guardrails on error metrics (rmse, mae, log_loss) of labelled scored batches: above "
+        "any of them the circuit breaker rolls the champion back.",
     )
     min_rows_for_quality: int = Field(
         default=50,
@@ -583,7 +681,7 @@ class MonitoringConfig(_Strict):
         description="Fewest labelled rows before quality is judged (and the breaker may fire).",
     )
 
-    @field_validator("min_quality")
+    @field_validator("min_quality", "max_quality")
     @classmethod
     def _range(cls, value: dict[str, float]) -> dict[str, float]:
         return _metrics(value)
@@ -604,10 +702,185 @@ class RetrainingConfig(_Strict):
     )
 
 
+class CanaryConfig(_Strict):
+    steps: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="Percent of entities the canary serves at each step, increasing, each in (0, 100]. "
+        "Passing the analysis after the last step moves `champion` to the canary.",
+    )
+    min_intervals: int = Field(
+        default=1, ge=1, le=365, description="Scored intervals a step needs before it is judged."
+    )
+    min_scored_rows: int = Field(
+        default=100, ge=1, le=100_000_000, description="Rows the canary must have served in a step before it is judged."
+    )
+    min_labelled_rows: int = Field(
+        default=50,
+        ge=1,
+        le=100_000_000,
+        description="Labelled rows each arm needs in a step before quality is compared (and the quality "
+        "guardrail may abort).",
+    )
+    max_quality_drop: dict[METRIC, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.03},  # type: ignore[arg-type,dict-item]
+        description="Largest drop (0-1) of each live metric, canary vs champion on the same intervals' split, "
+        "before the step aborts.",
+    )
+    max_prediction_drift: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Largest Kolmogorov-Smirnov statistic between the canary's and the champion's scores "
+        "(their arms are random halves of the same entities) before the step aborts.",
+    )
+    max_failure_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Guardrail: share of the canary's rows without a finite score; above it the rollout "
+        "aborts at once.",
+    )
+    max_p99_latency_ms: float = Field(
+        default=250.0,
+        gt=0,
+        le=60_000,
+        description="Guardrail: per-row p99 of the canary's predict call (ms); above it the rollout aborts at once.",
+    )
+    latency_sample_rows: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Rows per scoring run timed one at a time for the per-row p50/p99 of predict (every model).",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        for index, share in enumerate(value):
+            if not 0 < share <= 100:
+                raise KeyedError(str(index), f"step {share} must be a percent in (0, 100]")
+            if index and share <= value[index - 1]:
+                raise KeyedError(str(index), f"steps must increase ({value[index - 1]} then {share})")
+        return value
+
+    @field_validator("max_quality_drop")
+    @classmethod
+    def _drops(cls, value: dict[str, float]) -> dict[str, float]:
+        return _metrics(value)
+
+
 class PromotionConfig(_Strict):
     require_approval: bool = Field(
         default=False, description="Wait for a person's approval in Airflow before `champion` moves."
     )
+    strategy: Literal["canary", "immediate"] = Field(
+        default="canary",
+        description="`canary`: a version that passed every gate serves a growing share of entities "
+        "(`<model>__rollout` judges each step) before it becomes `champion`; `immediate`: it becomes "
+        "`champion` for all traffic at once. A model's first version is always immediate (nothing to compare). "
+        "Multiclass and regression models are `immediate` (the live analysis judges binary models only).",
+    )
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="Canary steps, evidence and thresholds.")
+
+
+class SensitiveGroup(_Strict):
+    type: Literal["numeric", "categorical"] | None = Field(
+        default=None,
+        description="How the attribute is read: `numeric` (e.g. age, or a 0/1 flag) or `categorical` "
+        "(strings). Default: numeric when it is a numeric feature, else categorical.",
+    )
+    edges: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Inner bin edges for a numeric attribute, ascending: `[30, 45]` gives the groups "
+        "`age < 30`, `age 30-45`, `age ≥ 45`.",
+    )
+    quantiles: int | None = Field(
+        default=None,
+        ge=2,
+        le=20,
+        description="Bin a numeric attribute into this many equal-count bins of the holdout being gated "
+        "(instead of `edges`).",
+    )
+
+    @model_validator(mode="after")
+    def _bins(self) -> SensitiveGroup:
+        if self.edges is not None and self.quantiles is not None:
+            raise KeyedError("edges", "give either edges or quantiles, not both")
+        if self.edges is not None and any(b <= a for a, b in itertools.pairwise(self.edges)):
+            raise KeyedError("edges", f"must be strictly ascending, got {self.edges}")
+        if (self.edges is not None or self.quantiles is not None) and self.type == "categorical":
+            raise KeyedError("type", "bins (edges/quantiles) apply to numeric attributes only")
+        return self
+
+
+def class_column(value: bool | int | str) -> str:
+    """The scoring output column holding the probability of one class (``proba_<class>``)."""
+    return "proba_" + re.sub(r"[^A-Za-z0-9_]", "_", str(value))
+
+
+def check_task_label(task: str, label: LabelConfig) -> None:
+    """The label fits the task: a positive class for binary, >= 3 classes for multiclass, none for regression."""
+    if task == "binary":
+        if label.positive_class is None:
+            raise KeyedError("label.positive_class", "required for task binary (the value that counts as positive)")
+        return
+    if label.positive_class is not None:
+        hint = "list every class in label.classes" if task == "multiclass" else "remove it"
+        raise KeyedError("label.positive_class", f"a {task} model has no positive class: {hint}")
+    if task == "regression":
+        if label.classes is not None:
+            raise KeyedError("label.classes", "a regression label is a number, not a class: remove label.classes")
+        return
+    classes = label.classes or []
+    if len(classes) < 3:
+        raise KeyedError(
+            "label.classes",
+            f"task multiclass needs at least three classes, got {len(classes)}; two classes are task: binary",
+        )
+    if len({type(c) for c in classes}) != 1:
+        raise KeyedError("label.classes", f"classes mix types: {classes}")
+    names = [class_column(c) for c in classes]
+    if len(set(names)) != len(names):
+        raise KeyedError("label.classes", f"classes {classes} collide as output column names {names}")
+
+
+def check_task_metrics(cfg: ModelConfig) -> None:
+    """Every threshold names a metric of the model's task, on the side its direction needs."""
+    allowed = TASK_METRICS[cfg.task]
+    sides = [
+        ("gates.quality.min_metrics", cfg.gates.quality.min_metrics, False),
+        ("gates.quality.max_metrics", cfg.gates.quality.max_metrics, True),
+        ("monitoring.min_quality", cfg.monitoring.min_quality, False),
+        ("monitoring.max_quality", cfg.monitoring.max_quality, True),
+    ]
+    for key, values, upper in sides:
+        for name in values:
+            if name not in allowed:
+                raise KeyedError(
+                    f"{key}.{name}", f"{name} is not a {cfg.task} metric; {cfg.task} has {', '.join(allowed)}"
+                )
+            if (name in LOWER_IS_BETTER) != upper:
+                other = key.replace("max_", "min_") if upper else key.replace("min_", "max_")
+                kind = "an error metric (lower is better)" if name in LOWER_IS_BETTER else "better when higher"
+                raise KeyedError(f"{key}.{name}", f"{name} is {kind}: set its threshold under {other}")
+    champion = cfg.gates.champion
+    if champion.metric not in allowed:
+        raise KeyedError(
+            "gates.champion.metric",
+            f"{champion.metric} is not a {cfg.task} metric; {cfg.task} has {', '.join(allowed)}",
+        )
+    if champion.metric in UNIT_METRICS and champion.tolerance > 1:
+        raise KeyedError("gates.champion.tolerance", f"must be less than or equal to 1: {champion.metric} lies in 0-1")
+    fairness = cfg.gates.fairness.metric
+    if fairness not in FAIRNESS_METRICS[cfg.task]:
+        raise KeyedError(
+            "gates.fairness.metric",
+            f"{fairness} does not apply to task {cfg.task}; use one of {', '.join(FAIRNESS_METRICS[cfg.task])}",
+        )
 
 
 class ModelConfig(_Strict):
@@ -625,12 +898,23 @@ class ModelConfig(_Strict):
     source: SourceConfig = Field(description="Landing location.")
     entity: EntityConfig = Field(description="The entity the rows describe.")
     timestamp_column: str = Field(description="Event timestamp column (UTC).")
+    task: Literal["binary", "multiclass", "regression"] = Field(
+        default="binary",
+        description="What the model predicts: `binary` (probability of `label.positive_class`), `multiclass` "
+        "(a probability per `label.classes`, at least three) or `regression` (a number; the label must be "
+        "numeric). Picks the metrics, gate directions, scoring outputs and fairness metrics.",
+    )
     label: LabelConfig = Field(description="Label column and positive class.")
     features: FeaturesConfig = Field(description="Model input features.")
     sensitive_attributes: list[str] = Field(
         default_factory=list,
         max_length=100,
         description="Columns used for group fairness (stored, not used as inputs); never the key, timestamp or label.",
+    )
+    sensitive_groups: dict[str, SensitiveGroup] = Field(
+        default_factory=dict,
+        description="Per sensitive attribute: its type and optional bins (see below); attributes not listed "
+        "are numeric when they are numeric features, else categorical, and never binned.",
     )
     data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig, description="GX gate rules.")
     gates: GatesConfig = Field(default_factory=GatesConfig, description="Model gate thresholds.")
@@ -661,6 +945,46 @@ class ModelConfig(_Strict):
     def _sensitive(cls, value: list[str]) -> list[str]:
         return _columns(value, "sensitive attributes")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """A multiclass or regression config gets its task's gate metrics where it names none."""
+        if not isinstance(data, dict) or data.get("task") not in TASK_DEFAULTS:
+            return data
+        gates = data.get("gates") or {}
+        if not isinstance(gates, dict):
+            return data
+        gates = dict(gates)
+        for section, defaults in TASK_DEFAULTS[str(data["task"])].items():
+            current = gates.get(section) or {}
+            if not isinstance(current, dict):
+                continue
+            fill = {"min_metrics": {}} if section == "quality" and "max_metrics" in current else defaults
+            gates[section] = {**fill, **current}  # only maxima named: no binary minimum slips in
+        promotion = data.get("promotion") or {}
+        if isinstance(promotion, dict) and "strategy" not in promotion:
+            promotion = {**promotion, "strategy": "immediate"}  # the live canary analysis judges binary only
+        return {**data, "gates": gates, "promotion": promotion}
+
+    @model_validator(mode="after")
+    def _task_consistent(self) -> ModelConfig:
+        check_task_label(self.task, self.label)
+        family = get_family(self.training.estimator.family)
+        wanted = "regressor" if self.task == "regression" else "classifier"
+        if family.checked and family.kind != wanted:
+            same = ", ".join(n for n, f in FAMILIES.items() if f.kind == wanted)
+            raise KeyedError(
+                "training.estimator.family",
+                f"{self.training.estimator.family!r} is a {family.kind}; task {self.task} needs a {wanted} ({same})",
+            )
+        check_task_metrics(self)
+        if self.task != "binary" and self.promotion.strategy == "canary":
+            raise KeyedError(
+                "promotion.strategy",
+                f"canary rollouts judge binary models only for now; a {self.task} model uses `immediate`",
+            )
+        return self
+
     @model_validator(mode="after")
     def _columns_consistent(self) -> ModelConfig:
         reserved = {self.entity.join_key, self.timestamp_column, self.label.column}
@@ -678,8 +1002,12 @@ class ModelConfig(_Strict):
         unknown = set(self.data_quality.columns) - set(self.all_columns)
         if unknown:
             raise ValueError(f"data_quality.columns names columns the model does not have: {sorted(unknown)}")
-        numeric = set(self.features.numeric) | ({self.entity.join_key} if self.entity.dtype == "int64" else set())
-        categorical = set(self.features.categorical) | (set(self.sensitive_attributes) - set(self.features.numeric))
+        self._check_sensitive_groups()
+        self._check_missing_policies()
+        numeric = set(self.numeric_columns) | ({self.entity.join_key} if self.entity.dtype == "int64" else set())
+        if self.task == "regression":
+            numeric.add(self.label.column)
+        categorical = set(self.features.categorical) | (set(self.sensitive_attributes) - set(self.numeric_columns))
         for column, rule in self.data_quality.columns.items():
             if (rule.min is not None or rule.max is not None) and column not in numeric:
                 bound = "min" if rule.min is not None else "max"
@@ -693,6 +1021,50 @@ class ModelConfig(_Strict):
                     f"data_quality.columns.{column}.allowed", f"'{column}' is not a categorical column: {where}"
                 )
         return self
+
+    def _check_sensitive_groups(self) -> None:
+        for column, group in self.sensitive_groups.items():
+            where = f"sensitive_groups.{column}"
+            if column not in self.sensitive_attributes:
+                raise KeyedError(where, f"'{column}' is not listed in sensitive_attributes")
+            if group.type == "categorical" and column in self.features.numeric:
+                raise KeyedError(f"{where}.type", f"'{column}' is a numeric feature; it cannot be read as categorical")
+            if group.type == "numeric" and column in self.features.categorical:
+                raise KeyedError(f"{where}.type", f"'{column}' is a categorical feature; it cannot be read as numeric")
+            if (group.edges or group.quantiles) and column not in self.numeric_columns:
+                raise KeyedError(where, f"'{column}' is categorical: set `type: numeric` to bin it")
+
+    def _check_missing_policies(self) -> None:
+        features = set(self.feature_columns)
+        for column, rule in self.data_quality.columns.items():
+            where = f"data_quality.columns.{column}"
+            if rule.missing == "impute" and column not in features:
+                raise KeyedError(f"{where}.missing", f"'{column}' is not a model feature: only features are imputed")
+            strategy = rule.impute_strategy
+            if strategy == "mean" and column not in self.features.numeric:
+                raise KeyedError(
+                    f"{where}.impute_strategy", f"'{column}' is categorical: use most_frequent or constant"
+                )
+            if strategy == "constant" and column in self.features.numeric and isinstance(rule.fill_value, str):
+                raise KeyedError(f"{where}.fill_value", f"'{column}' is numeric: fill it with a number")
+
+    def impute_strategy(self, column: str) -> tuple[str, Any]:
+        """How training fills ``column``'s nulls: ``(strategy, fill_value)`` from its missing-value policy."""
+        rule = self.data_quality.columns.get(column)
+        default = "median" if column in self.features.numeric else "most_frequent"
+        if rule is None or rule.impute_strategy is None:
+            return default, None
+        return rule.impute_strategy, rule.fill_value
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """Stored columns read as numbers: numeric features plus sensitive attributes typed numeric."""
+        extra = [
+            c
+            for c, g in self.sensitive_groups.items()
+            if c not in self.features.numeric and (g.type == "numeric" or (g.type is None and (g.edges or g.quantiles)))
+        ]
+        return [*self.features.numeric, *extra]
 
     @property
     def feature_columns(self) -> list[str]:
@@ -763,6 +1135,28 @@ class _DataLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_YAML_TRUE_FALSE = {"true", "false"}
+
+
+def _plain_bool(loader: _DataLoader, node: Any) -> bool:
+    """Only ``true``/``false`` are booleans: YAML 1.1's ``yes``/``no``/``on``/``off`` are refused, since a
+    churn table's unquoted ``positive_class: Yes`` would otherwise become ``True`` and match nothing."""
+    text = str(node.value)
+    if text.lower() not in _YAML_TRUE_FALSE:
+        reading = "true" if text.lower() in ("yes", "y", "on") else "false"
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"unquoted {text!r} is read by YAML as the boolean {reading}: quote it ('{text}') if it is a "
+            f"text value (a label class or a category), or write {reading} for a boolean",
+            node.start_mark,
+        )
+    return text.lower() == "true"
+
+
+_DataLoader.add_constructor("tag:yaml.org,2002:bool", _plain_bool)
+
+
 def _format_loc(loc: Iterable[int | str]) -> str:
     return ".".join(str(p) for p in loc if p != "") or "<root>"
 
@@ -789,6 +1183,15 @@ def parse_config(path: Path, data: Any) -> ModelConfig:
     if config.name != path.stem:
         raise ConfigError(f"{path}: key 'name': '{config.name}' must match the file name '{path.stem}'")
     return config
+
+
+def parse_text(path: Path, text: str) -> ModelConfig:
+    """Validate YAML ``text`` as the config file ``path`` would be (same YAML rules); raise ConfigError."""
+    try:
+        data = yaml.load(text, Loader=_DataLoader)  # a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {' '.join(str(exc).split())}") from None
+    return parse_config(path, data)
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -923,6 +1326,8 @@ def reference_markdown() -> str:
                 walk(nested, f"{key}.")
             if key == "data_quality.columns":
                 walk(ColumnRule, "data_quality.columns.<column>.")
+            if key == "sensitive_groups":
+                walk(SensitiveGroup, "sensitive_groups.<column>.")
 
     walk(ModelConfig, "")
     return "\n".join(rows)

@@ -276,8 +276,30 @@ def _gate_day(
     if repeats:
         line = f"GX gate failed for {model} batch {batch_id}: " + "; ".join(repeats)
         raise fail(line, {"error": "; ".join(repeats)})
+    absent = _classes_absent_from_first_batch(cfg, interval, day, settings)
+    if absent:
+        line = f"GX gate failed for {model} batch {batch_id}: {absent}"
+        raise fail(line, {"error": absent})
     log.info("validated %s %s (%d file(s)): %d rows, %s", model, interval, len(files), len(day), outcome.statistics)
     return _GatedDay(day, [str(outcome.report_html)])
+
+
+def _classes_absent_from_first_batch(cfg: ModelConfig, interval: str, frame: pd.DataFrame, settings: Settings) -> str:
+    """On the model's first validated batch, every configured label class must occur: a class that never
+    appears is most often a config that does not match the data (``positive_class: 1`` for a ``yes``/``no``
+    label), which would otherwise train a model that never predicts it. Empty when fine, not the first, or
+    a regression label (a number, no classes)."""
+    if cfg.task == "regression" or any(day.isoformat() != interval for day in validated_days(cfg.name, settings)):
+        return ""
+    seen = set(frame[cfg.label.column].dropna().tolist())
+    absent = [value for value in cfg.label.allowed_values if value not in seen]
+    if not absent:
+        return ""
+    found = ", ".join(repr(v) for v in sorted(seen, key=str)) or "none"
+    return (
+        f"label '{cfg.label.column}' never takes the configured class(es) {absent} in the model's first batch "
+        f"(values found: {found}); check label.positive_class and label.classes against the data"
+    )
 
 
 def _repeats_of_other_days(cfg: ModelConfig, lake: ObjectStore, interval: str, frame: pd.DataFrame) -> list[str]:

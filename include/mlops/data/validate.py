@@ -123,23 +123,24 @@ def _string_columns(cfg: ModelConfig) -> list[str]:
     columns = [*cfg.features.categorical, *cfg.sensitive_attributes]
     if cfg.entity.dtype == "string":
         columns.append(cfg.entity.join_key)
-    if isinstance(cfg.label.positive_class, str):
+    if cfg.task != "regression" and all(isinstance(c, str) for c in cfg.label.allowed_values):
         columns.append(cfg.label.column)
-    return [c for c in dict.fromkeys(columns) if c not in cfg.features.numeric]
+    return [c for c in dict.fromkeys(columns) if c not in cfg.numeric_columns]
 
 
 def _numeric_columns(cfg: ModelConfig) -> list[str]:
     extra = [cfg.entity.join_key] if cfg.entity.dtype == "int64" else []
-    return [*extra, *cfg.features.numeric]
+    label = [cfg.label.column] if cfg.task == "regression" else []  # a regression label is a number
+    return [*extra, *cfg.numeric_columns, *label]
 
 
 def _expected_type(cfg: ModelConfig, column: str) -> str | None:
     """The type family a column must have; None for the timestamp (parsed) and the label (any type)."""
     if column == cfg.label.column:
-        return None
+        return "numeric" if cfg.task == "regression" else None
     if column == cfg.entity.join_key:
         return "integer" if cfg.entity.dtype == "int64" else "string"
-    if column in cfg.features.numeric:
+    if column in cfg.numeric_columns:
         return "numeric"
     if column in _string_columns(cfg):
         return "string"
@@ -172,7 +173,7 @@ def coerce_types(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     for column in _string_columns(cfg):
         if column in out.columns:
             out[column] = _normalise_string(out[column])
-    if cfg.label.column in out.columns:
+    if cfg.label.column in out.columns and cfg.task != "regression":
         out[cfg.label.column] = _normalise_label(out[cfg.label.column], cfg)
     return out
 
@@ -252,6 +253,18 @@ def _normalise_string(series: pd.Series) -> pd.Series:
 # ----------------------------------------------------------------------------------------- suite
 
 
+def null_budget(cfg: ModelConfig, column: str) -> float:
+    """The largest fraction of nulls the gate lets through in ``column`` (its missing-value policy):
+    the column's ``max_null_fraction``, else 1 for ``missing: impute`` (training fills every null) and
+    the batch-wide ``data_quality.max_null_fraction`` for ``missing: reject``."""
+    rule = cfg.data_quality.columns.get(column)
+    if rule is not None and rule.max_null_fraction is not None:
+        return rule.max_null_fraction
+    if rule is not None and rule.missing == "impute":
+        return 1.0
+    return cfg.data_quality.max_null_fraction
+
+
 def _gx() -> Any:
     """Import GX on first use (fast DAG parsing); analytics are switched off per context, in memory."""
     import great_expectations
@@ -284,8 +297,9 @@ def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: dateti
         is_label = column == cfg.label.column
         if is_label:  # never null, never outside the classes, whatever the null budget
             add(exp.ExpectColumnValuesToNotBeNull(column=column), "nulls")
-            in_set = exp.ExpectColumnValuesToBeInSet(column=column, value_set=list(cfg.label.allowed_values))
-            add(in_set, "allowed", label=True)
+            if cfg.task != "regression":  # a regression label is typed numeric instead (below)
+                in_set = exp.ExpectColumnValuesToBeInSet(column=column, value_set=list(cfg.label.allowed_values))
+                add(in_set, "allowed", label=True)
         expected = _expected_type(cfg, column)
         if expected is not None:
             type_list = {"integer": INTEGER_TYPES, "numeric": NUMERIC_TYPES, "string": STRING_TYPES}[expected]
@@ -295,9 +309,7 @@ def build_suite(cfg: ModelConfig, interval_start: datetime, interval_end: dateti
                 expected=expected,
             )
 
-        budget = dq.max_null_fraction
-        if rule is not None and rule.max_null_fraction is not None:
-            budget = rule.max_null_fraction
+        budget = null_budget(cfg, column)
         if budget < 1 and not is_label:
             not_null = exp.ExpectColumnValuesToNotBeNull(column=column, mostly=round(1 - budget, 12))
             add(not_null, "nulls", timestamp=column == cfg.timestamp_column)

@@ -451,7 +451,7 @@ def feature_objects(cfg: ModelConfig, validated_root: str) -> list[Any]:
         timestamp_field=cfg.timestamp_column,
         description=f"Validated batches of model {cfg.name}",
     )
-    numeric = set(cfg.features.numeric)
+    numeric = set(cfg.numeric_columns)
     schema = [Field(name=cfg.entity.join_key, dtype=Int64 if cfg.entity.dtype == "int64" else String)]
     schema += [Field(name=c, dtype=Float64 if c in numeric else String) for c in cfg.stored_columns]
     view = FeatureView(
@@ -647,7 +647,7 @@ def _latest_rows(cfg: ModelConfig, start: datetime, end: datetime) -> tuple[pa.T
     if dates is None:
         return None, 0
     key, ts = quote_identifier(cfg.entity.join_key), quote_identifier(cfg.timestamp_column)
-    numeric = set(cfg.features.numeric)
+    numeric = set(cfg.numeric_columns)
     values = ", ".join(
         f"CAST({quote_identifier(c)} AS {'DOUBLE' if c in numeric else 'VARCHAR'}) AS {quote_identifier(c)}"
         for c in cfg.stored_columns
@@ -710,7 +710,7 @@ def online_features(cfg: ModelConfig, entity_ids: list[Any], store: FeatureStore
     returned = response.get(key, [])
     if len(returned) != len(rows):
         raise FeatureStoreError(f"{cfg.name}: asked for {len(rows)} entities, Feast returned {len(returned)} rows")
-    numeric = set(cfg.features.numeric)
+    numeric = set(cfg.numeric_columns)
     data: dict[str, Any] = {key: [r[key] for r in rows]}
     for column in cfg.stored_columns:
         data[column] = _online_column(response[column], column in numeric)
@@ -770,7 +770,7 @@ def training_set(cfg: ModelConfig, labels: pd.DataFrame, store: FeatureStore | N
 
 def _feature_values(cfg: ModelConfig, column: str, values: pd.Series) -> np.ndarray:
     """Numeric features as float64 (the view's Float64), others as objects; missing is NaN."""
-    if column in cfg.features.numeric:
+    if column in cfg.numeric_columns:
         return pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
     as_object = values.astype(object)
     return as_object.where(as_object.notna(), np.nan).to_numpy()

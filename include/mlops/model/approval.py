@@ -30,3 +30,28 @@ def approver(approval: Mapping[str, Any], triggered_by: str | None) -> str:
             "(clear approve_promotion and ask someone else)"
         )
     return name
+
+
+GATE_TASKS = ("gate_drift", "gate_quality", "gate_fairness", "gate_champion")
+COCKPIT = "/cockpit"  # where the Airflow plugin serves the gate reports (plugins/mlops_cockpit.py)
+
+
+def evidence_body(model: str) -> str:
+    """The approval form's body (a Jinja template Airflow renders for the run): the evidence to decide on.
+
+    The version, each gate's one-line verdict with its numbers and thresholds, the champion comparison,
+    and links to the run's Gates view and to each gate's report in the Airflow UI.
+    """
+    run = "dag_id={{ dag.dag_id | urlencode }}&run_id={{ run_id | urlencode }}"
+    rows = "\n".join(
+        f"| {task.removeprefix('gate_')} | {{{{ ti.xcom_pull(task_ids='{task}')['summary'] }}}} "
+        f"| [report]({COCKPIT}/report?{run}&task_id={task}) |"
+        for task in GATE_TASKS
+    )
+    return (
+        f"Version **{{{{ ti.xcom_pull(task_ids='register')['version'] }}}}** of `{model}` passed every gate.\n\n"
+        "**Champion comparison:** {{ ti.xcom_pull(task_ids='gate_champion')['summary'] }}\n\n"
+        f"| gate | verdict, numbers and threshold | |\n|---|---|---|\n{rows}\n\n"
+        f"[All gates of this run]({COCKPIT}/gates?{run}) · [{model} on the Models page]({COCKPIT}/models?model={model})"
+        " · the reports are also attached to the version's MLflow run."
+    )

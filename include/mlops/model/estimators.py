@@ -179,6 +179,7 @@ class Family:
     requirements: tuple[str, ...] = ()
     signature_of: tuple[str, ...] = ()  # classes whose constructors together make up the signature
     checked: bool = True  # False for a platform-added family: params are checked when it is built
+    kind: Literal["classifier", "regressor"] = "classifier"  # binary/multiclass need one, regression the other
 
 
 FAMILIES: dict[str, Family] = {
@@ -288,6 +289,49 @@ FAMILIES: dict[str, Family] = {
         },
     ),
 }
+
+_REGRESSION_TREES = {
+    **{k: v for k, v in _TREE_ENSEMBLE.items() if k != "class_weight"},
+    "criterion": _p(_str("squared_error", "absolute_error", "friedman_mse", "poisson")),
+    "max_features": _p(NULL, _str("sqrt", "log2"), _int(1, 100_000), Accepts("float", 0, 1, exclusive_minimum=True)),
+}
+_HGB_REGRESSOR = {
+    **{k: v for k, v in FAMILIES["hist_gradient_boosting"].params.items() if k != "class_weight"},
+    "loss": _p(_str("squared_error", "absolute_error", "gamma", "poisson", "quantile")),
+    "quantile": _p(NULL, _num(0, 1)),
+    "scoring": _p(NULL, _str("loss", "r2", "neg_mean_squared_error", "neg_mean_absolute_error")),
+}
+FAMILIES.update(
+    {
+        "ridge": Family(
+            class_path="sklearn.linear_model.Ridge",
+            signature_of=("sklearn.linear_model.Ridge",),
+            kind="regressor",
+            params={
+                "alpha": _p(_num(0, 1e12)),
+                "fit_intercept": _p(BOOL),
+                "copy_X": _p(BOOL),
+                "max_iter": _p(NULL, _int(1, 1_000_000)),
+                "tol": _p(_num(0, 1, above=True)),
+                "solver": _p(_str("auto", "svd", "cholesky", "lsqr", "sparse_cg", "sag", "saga", "lbfgs")),
+                "positive": _p(BOOL),
+                "random_state": SEED,
+            },
+        ),
+        "random_forest_regressor": Family(
+            class_path="sklearn.ensemble.RandomForestRegressor",
+            signature_of=("sklearn.ensemble.RandomForestRegressor",),
+            kind="regressor",
+            params=_REGRESSION_TREES,
+        ),
+        "hist_gradient_boosting_regressor": Family(
+            class_path="sklearn.ensemble.HistGradientBoostingRegressor",
+            signature_of=("sklearn.ensemble.HistGradientBoostingRegressor",),
+            kind="regressor",
+            params=_HGB_REGRESSOR,
+        ),
+    }
+)
 
 FAMILY_PATTERN = r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$"
 CLASS_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"

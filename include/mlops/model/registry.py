@@ -356,17 +356,24 @@ def set_alias(
     dag_run_id: str = "",
     task_id: str = "",
     key: str | None = None,
+    expect_current: str | None = None,
 ) -> AliasChange:
     """Move ``alias`` to ``version`` and record the change; the one path every alias move takes.
 
     Inside Airflow pass ``dag_id``, ``dag_run_id`` and ``task_id``: a retry of the task is then the
-    same move (see :func:`idempotency_key`).
+    same move (see :func:`idempotency_key`). With ``expect_current`` the move happens only while the
+    alias points at that version (checked under the lock; a canary's promotion never undoes a rollback):
+    otherwise :class:`AliasMoved` and nothing moves.
     """
     if key is None and dag_run_id:
         key = idempotency_key(model, alias, dag_id=dag_id, dag_run_id=dag_run_id, task_id=task_id)
 
     def plan(current: str | None) -> str:
         client().get_model_version(model, version)  # fails loudly on an unknown version
+        if expect_current is not None and not _same(current, expect_current) and not _same(current, version):
+            raise AliasMoved(
+                f"{model}@{alias} is v{current}, not v{expect_current} as the move to v{version} expects: nothing moved"
+            )
         return str(version)
 
     change = _move(model, alias, plan, key=key, actor=actor, reason=reason, dag_id=dag_id, dag_run_id=dag_run_id)

@@ -10,7 +10,10 @@ the rest of the process, so a task downloads and deserializes each version once.
 
 Predictions of an interval go to ``<lake>/predictions/<model>/date=<interval>/champion.parquet``; the
 challenger's go beside them as ``shadow.parquet`` (never served) and the comparison is an MLflow run
-in ``<model>__shadow``. Re-scoring an interval overwrites the same files and reuses the same run.
+in ``<model>__shadow``. During a canary rollout (:mod:`mlops.model.rollout`) the canary serves its
+arm of the entities (``canary.parquet``) and ``champion.parquet`` holds the champion's arm; every row
+names the version that served it, and ``serving.json`` records the split and each version's latency.
+Re-scoring an interval overwrites the same files and reuses the same run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -226,22 +230,185 @@ def _positive_proba(loaded: LoadedModel, frame: pd.DataFrame, cfg: ModelConfig) 
     return np.asarray(proba[:, column], dtype="float64")
 
 
+def task_outputs(cfg: ModelConfig, outputs: np.ndarray) -> dict[str, Any]:
+    """The prediction file's output columns for the model's task.
+
+    binary: ``score`` (probability of the positive class) and ``prediction`` (0/1 at the decision
+    threshold); multiclass: ``proba_<class>`` per class, ``prediction`` (the most probable class's label
+    value) and ``score`` (its probability); regression: ``prediction`` and ``score``, both the value.
+    """
+    import numpy as np
+
+    from mlops.core.config import class_column
+
+    if cfg.task == "binary":
+        return {
+            SCORE_COLUMN: outputs,
+            PREDICTION_COLUMN: predicted_positive(outputs, cfg.label.decision_threshold).astype("int64"),
+        }
+    if cfg.task == "regression":
+        return {SCORE_COLUMN: outputs, PREDICTION_COLUMN: outputs}
+    classes = list(cfg.label.classes or [])
+    columns: dict[str, Any] = {class_column(c): outputs[:, i] for i, c in enumerate(classes)}
+    best = outputs.argmax(axis=1)
+    labels = np.asarray(classes, dtype=object)[best]
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        labels = labels.astype("int64")
+    columns[PREDICTION_COLUMN] = labels
+    columns[SCORE_COLUMN] = outputs.max(axis=1)
+    return columns
+
+
+def prediction_outputs(cfg: ModelConfig, frame: pd.DataFrame) -> np.ndarray:
+    """The model outputs back from a prediction file (the inverse of :func:`task_outputs`)."""
+    import numpy as np
+
+    from mlops.core.config import class_column
+
+    if cfg.task == "multiclass":
+        return frame[[class_column(c) for c in cfg.label.classes or []]].to_numpy(dtype="float64")
+    return np.asarray(frame[SCORE_COLUMN].to_numpy(dtype="float64"))
+
+
 def _predictions(cfg: ModelConfig, inputs: pd.DataFrame, loaded: LoadedModel, scored_at: pd.Timestamp) -> pd.DataFrame:
+    from mlops.model.train import model_outputs
+
     out = inputs.copy()
-    score = _positive_proba(loaded, inputs, cfg)
-    out[SCORE_COLUMN] = score
-    out[PREDICTION_COLUMN] = predicted_positive(score, cfg.label.decision_threshold).astype("int64")
+    if cfg.task == "binary":
+        outputs = _positive_proba(loaded, inputs, cfg)
+    else:
+        outputs = model_outputs(cfg, loaded.pipeline, inputs[cfg.feature_columns])
+    for column, values in task_outputs(cfg, outputs).items():
+        out[column] = values
     out[VERSION_COLUMN] = loaded.version
     out[RUN_ID_COLUMN] = loaded.run_id
     out[SCORED_AT_COLUMN] = scored_at
     return out
 
 
-def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> dict[str, float | None]:
-    """Agreement and score gap; with labels, each model's ROC AUC/accuracy and challenger - champion."""
+def timed_predictions(
+    cfg: ModelConfig, inputs: pd.DataFrame, loaded: LoadedModel, scored_at: pd.Timestamp
+) -> tuple[pd.DataFrame, dict[str, float | int]]:
+    """Predictions plus the version's throughput (rows/s of the batch call) and per-row predict latency.
+
+    The per-row p50/p99 time ``promotion.canary.latency_sample_rows`` single-row predict calls (the
+    first rows of the batch): what an online request pays, which a batch call hides.
+    """
     import numpy as np
 
-    from mlops.model.train import binary_target, classification_metrics
+    if inputs.empty:  # an arm without rows (a small batch at a small share): nothing to predict
+        empty = inputs.assign(
+            **{SCORE_COLUMN: 0.0, PREDICTION_COLUMN: 0, VERSION_COLUMN: loaded.version, RUN_ID_COLUMN: loaded.run_id}
+        )
+        return empty.assign(**{SCORED_AT_COLUMN: scored_at}), {"rows": 0, "failed_rows": 0}
+    started = time.perf_counter()
+    out = _predictions(cfg, inputs, loaded, scored_at)
+    elapsed = time.perf_counter() - started
+    sample = inputs.head(cfg.promotion.canary.latency_sample_rows)
+    timings = []
+    for index in range(len(sample)):
+        tick = time.perf_counter()
+        _positive_proba(loaded, sample.iloc[index : index + 1], cfg)
+        timings.append((time.perf_counter() - tick) * 1000)
+    latency: dict[str, float | int] = {"rows": len(out), "seconds": round(elapsed, 4), "failed_rows": 0}
+    if len(out):
+        latency["rows_per_s"] = round(len(out) / max(elapsed, 1e-9), 1)
+    if timings:
+        latency["p50_ms"] = round(float(np.percentile(timings, 50)), 3)
+        latency["p99_ms"] = round(float(np.percentile(timings, 99)), 3)
+    return out, latency
+
+
+@dataclass(frozen=True)
+class Served:
+    """One interval's served predictions: the champion's arm, the canary's arm, latency per version."""
+
+    champion: pd.DataFrame
+    canary: pd.DataFrame | None
+    latency: dict[str, dict[str, float | int]]
+    split: dict[str, Any] | None
+
+
+def serve_split(
+    model: str, cfg: ModelConfig, inputs: pd.DataFrame, champion: LoadedModel, scored_at: pd.Timestamp
+) -> Served:
+    """Serve the rollout's split: the canary scores its arm (stable by entity), the champion the rest.
+
+    The canary is loaded through :func:`load_verified` (signature, format, checksum) like the champion.
+    A canary whose predict fails serves nothing: the champion scores its rows and the failures are
+    recorded (the rollout's failure-rate guardrail aborts it). The state is read again after
+    predicting: an abort that landed meanwhile is honoured by this run (its rows go to the champion).
+    """
+    from mlops.model import rollout
+
+    split = rollout.serving(model, champion.version)
+    if split.canary_version is None or split.share <= 0:
+        predictions, alone = timed_predictions(cfg, inputs, champion, scored_at)
+        return Served(predictions, None, {champion.version: alone}, None)
+    canary = load_verified(model, split.canary_version)
+    served, canary_frame, latency, failed = split_predictions(
+        model, cfg, inputs, champion, canary, split.share, scored_at, still_serving=lambda: _still(model, champion)
+    )
+    meta = {
+        "rollout_id": split.rollout_id,
+        "step": split.step,
+        "share": split.share,
+        "canary_version": canary.version,
+        "champion_version": champion.version,
+        "canary_rows": 0 if canary_frame is None else len(canary_frame),
+        "failed_rows": failed,
+    }
+    return Served(served, canary_frame, latency, meta)
+
+
+def _still(model: str, champion: LoadedModel) -> str | None:
+    from mlops.model import rollout
+
+    return rollout.serving(model, champion.version).canary_version
+
+
+def split_predictions(
+    model: str,
+    cfg: ModelConfig,
+    inputs: pd.DataFrame,
+    champion: LoadedModel,
+    canary: LoadedModel,
+    share: float,
+    scored_at: pd.Timestamp,
+    *,
+    still_serving: Callable[[], str | None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, dict[str, float | int]], int]:
+    """The champion's arm, the canary's arm (None when it served nothing), latency per version, failed rows.
+
+    ``still_serving`` returns the canary version serving now (read again after predicting).
+    """
+    import pandas as pd
+
+    from mlops.model import rollout
+
+    mask = rollout.in_canary(model, inputs[cfg.entity.join_key], share)
+    served, latency = timed_predictions(cfg, inputs[~mask], champion, scored_at)
+    failed = 0
+    canary_frame: pd.DataFrame | None
+    try:
+        canary_frame, canary_latency = timed_predictions(cfg, inputs[mask], canary, scored_at)
+    except Exception as exc:  # the canary must never break serving: the champion takes its rows
+        log.error("%s canary v%s failed to score %d rows: %s", model, canary.version, int(mask.sum()), exc)
+        canary_frame, canary_latency, failed = None, {"rows": 0, "failed_rows": int(mask.sum())}, int(mask.sum())
+    if canary_frame is not None and still_serving is not None and still_serving() != canary.version:
+        log.warning("%s: the rollout ended while scoring; the champion serves the canary's rows", model)
+        canary_frame, failed = None, 0
+    if canary_frame is None:
+        rescued, _ = timed_predictions(cfg, inputs[mask], champion, scored_at)
+        served = pd.concat([served, rescued]).loc[inputs.index]
+    return served, canary_frame, {champion.version: latency, canary.version: canary_latency}, failed
+
+
+def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> dict[str, float | None]:
+    """Agreement and score gap; with labels, each model's two headline metrics and challenger - champion."""
+    import numpy as np
+
+    from mlops.model.train import evaluate
 
     champion_pred = champion[PREDICTION_COLUMN].to_numpy()
     shadow_pred = shadow[PREDICTION_COLUMN].to_numpy()
@@ -258,11 +425,16 @@ def _compare(cfg: ModelConfig, champion: pd.DataFrame, shadow: pd.DataFrame) -> 
     labelled = champion[label].notna().to_numpy()
     if not labelled.any():
         return out
-    y_true = binary_target(champion.loc[labelled, label], cfg).to_numpy()
-    champ = classification_metrics(y_true, champion.loc[labelled, SCORE_COLUMN].to_numpy(), cfg)
-    chall = classification_metrics(y_true, shadow.loc[labelled, SCORE_COLUMN].to_numpy(), cfg)
+    y_true = champion.loc[labelled, label]
+    champ = evaluate(cfg, y_true, prediction_outputs(cfg, champion.loc[labelled]))
+    chall = evaluate(cfg, y_true, prediction_outputs(cfg, shadow.loc[labelled]))
     out["labelled_rows"] = float(labelled.sum())
-    for name in ("roc_auc", "accuracy"):
+    headline = {
+        "binary": ("roc_auc", "accuracy"),
+        "multiclass": ("macro_f1", "accuracy"),
+        "regression": ("rmse", "mae"),
+    }
+    for name in headline[cfg.task]:
         out[f"champion_{name}"] = finite_or_none(champ[name])
         out[f"challenger_{name}"] = finite_or_none(chall[name])
         out[f"delta_{name}"] = finite_or_none(chall[name] - champ[name])
@@ -329,6 +501,30 @@ def _drop_stale(lake: ObjectStore, key: str) -> None:
         log.warning("stale shadow predictions remain at %s (no challenger now)", key)
 
 
+def _canary_version(model: str) -> str | None:
+    from mlops.model import rollout
+
+    state = rollout.load_state(model)
+    return state.canary_version if state is not None and state.active else None
+
+
+def _write_serving(lake: ObjectStore, folder: str, interval: str, served: Served, scored_at: pd.Timestamp) -> None:
+    """``canary.parquet`` (the canary's arm, when one served) and ``serving.json`` beside the predictions."""
+    import json
+
+    if served.canary is not None:
+        write_parquet(lake, f"{folder}/canary.parquet", served.canary)
+    else:
+        _drop_stale(lake, f"{folder}/canary.parquet")
+    record = {
+        "interval": interval,
+        "scored_at": scored_at.isoformat(),
+        "rollout": served.split,
+        "latency": served.latency,
+    }
+    lake.put(f"{folder}/serving.json", json.dumps(record, indent=1).encode())
+
+
 def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
     """Score one validated day with the champion (and the challenger in shadow); idempotent per day."""
     import pandas as pd
@@ -344,8 +540,8 @@ def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
     if champion_version is None:
         raise NothingToDo(f"no champion to score with: {model} has no '{CHAMPION}' alias yet")
     challenger_version = get_alias_version(model, CHALLENGER)
-    if challenger_version == champion_version:
-        challenger_version = None
+    if challenger_version == champion_version or challenger_version == _canary_version(model):
+        challenger_version = None  # a canary serves: it is not scored again in shadow
     # Verify every model before anything is written: a failed check leaves no output behind.
     champion = load_verified(model, champion_version)
     challenger = load_verified(model, challenger_version) if challenger_version else None
@@ -355,9 +551,11 @@ def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
     scored_at = pd.Timestamp.now(tz="UTC")
     lake = open_lake(settings)
     folder = f"predictions/{model}/date={interval}"
-    predictions = _predictions(cfg, inputs, champion, scored_at)
+    served = serve_split(model, cfg, inputs, champion, scored_at)
+    predictions = served.champion
     write_parquet(lake, f"{folder}/champion.parquet", predictions)
     predictions_uri = f"{lake.uri.rstrip('/')}/{folder}/champion.parquet"
+    _write_serving(lake, folder, interval, served, scored_at)
 
     shadow: dict[str, Any] | None = None
     if challenger is None:
@@ -402,7 +600,9 @@ def score_interval(model: str, interval: str, *, run_id: str) -> dict[str, Any]:
     )
     return {
         "interval": interval,
-        "rows": len(predictions),
+        "rows": len(predictions) + (0 if served.canary is None else len(served.canary)),
+        "rollout": served.split,
+        "latency": served.latency,
         "rows_without_features": without_features,
         "champion_version": champion.version,
         "champion_run_id": champion.run_id,

@@ -63,9 +63,29 @@ def promote(
     run_id: str = "",
     task_id: str = "promote",
 ) -> dict[str, Any]:
-    """Point ``champion`` at the version (recorded in the alias history; a retry is the same move)."""
-    from mlops.model.registry import CHAMPION, AliasMoved, set_alias
+    """Point ``champion`` at the version (recorded in the alias history; a retry is the same move).
 
+    With ``promotion.strategy: canary`` and a champion to compare with, the version starts a canary
+    rollout instead (:mod:`mlops.model.rollout`); ``<model>__rollout`` moves ``champion`` after the last step.
+    """
+    from mlops.model.registry import CHAMPION, AliasMoved, get_alias_version, set_alias
+
+    cfg = get_config(model).config
+    champion = get_alias_version(model, CHAMPION)
+    if cfg.promotion.strategy == "canary" and champion is not None and champion != str(version):
+        from mlops.model import rollout
+
+        state = rollout.start(
+            model,
+            version,
+            champion_version=champion,
+            steps=cfg.promotion.canary.steps,
+            actor=actor,
+            reason=reason,
+            dag_id=dag_id,
+            dag_run_id=run_id,
+        )
+        return {"model": model, "champion": champion, "canary": state.canary_version, "share": state.share}
     try:
         change = set_alias(
             model,

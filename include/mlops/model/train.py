@@ -25,12 +25,14 @@ from mlops.core.lake import read_parquet_uri, write_parquet_uri
 from mlops.core.settings import SettingsError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
 log = logging.getLogger("mlops.model.train")
 
-PROBA_COLUMN = "__proba"
+PROBA_COLUMN = "__proba"  # binary: probability of the positive class; multiclass: __proba_<i> per class
+PREDICTION_COLUMN = "__prediction"  # regression: the predicted value
 XCOM_RETURN = Path("/airflow/xcom/return.json")
 
 
@@ -76,23 +78,30 @@ def build_pipeline(cfg: ModelConfig, estimator: Any) -> Pipeline:
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    transformers = []
-    if cfg.features.numeric:
-        transformers.append(
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), cfg.features.numeric)
-        )
-    if cfg.features.categorical:
-        transformers.append(
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent"),
-                    OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                ),
-                cfg.features.categorical,
-            )
-        )
+    transformers: list[tuple[str, Any, list[str]]] = []
+    for (kind, strategy, fill), columns in imputation_groups(cfg).items():
+        imputer = SimpleImputer(strategy=strategy, fill_value=fill)
+        name = f"{kind}_{strategy}" + (f"_{len(transformers)}" if fill is not None else "")
+        if kind == "num":
+            transformers.append((name, make_pipeline(imputer, StandardScaler()), columns))
+        else:
+            encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+            transformers.append((name, make_pipeline(imputer, encoder), columns))
     return Pipeline([("features", ColumnTransformer(transformers)), ("estimator", estimator)])
+
+
+def imputation_groups(cfg: ModelConfig) -> dict[tuple[str, str, Any], list[str]]:
+    """Feature columns grouped by (``num``/``cat``, imputation strategy, fill value), in config order.
+
+    The strategy is each column's missing-value policy (``data_quality.columns.<c>.impute_strategy``),
+    the same policy the GX gate applies, so a null the gate lets through is filled the way the config says.
+    """
+    groups: dict[tuple[str, str, Any], list[str]] = {}
+    for kind, columns in (("num", cfg.features.numeric), ("cat", cfg.features.categorical)):
+        for column in columns:
+            strategy, fill = cfg.impute_strategy(column)
+            groups.setdefault((kind, strategy, fill), []).append(column)
+    return groups
 
 
 def holdout_cutoff(ts: pd.Series, holdout_days: int) -> pd.Timestamp:
@@ -119,7 +128,80 @@ def binary_target(values: pd.Series, cfg: ModelConfig) -> pd.Series:
     """1 for the configured positive class, else 0 (see :func:`mlops.core.labels.positive_mask`)."""
     from mlops.core.labels import binary_target as target
 
+    if cfg.label.positive_class is None:
+        raise ValueError(f"{cfg.name} is a {cfg.task} model: it has no positive class")
     return target(values, cfg.label.positive_class)
+
+
+def encode_target(values: pd.Series, cfg: ModelConfig) -> pd.Series:
+    """The target the estimator is fitted on: 0/1 (binary), the class's position in ``label.classes``
+    (multiclass) or the number itself (regression). Raises ValueError naming what does not fit."""
+    import pandas as pd
+
+    if cfg.task == "binary":
+        return binary_target(values, cfg)
+    if cfg.task == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values[numbers.isna() & values.notna()]
+        if len(bad) or pd.api.types.is_bool_dtype(values.dtype):
+            shown = ", ".join(repr(v) for v in pd.unique(bad)[:5]) if len(bad) else "booleans"
+            raise ValueError(f"regression label '{cfg.label.column}' must be numeric; found {shown}")
+        return numbers.astype("float64")
+    classes = [str(c) for c in cfg.label.classes or []]
+    index = values.astype(str).map({c: i for i, c in enumerate(classes)})
+    unknown = values[index.isna()]
+    if len(unknown):
+        shown = ", ".join(repr(v) for v in pd.unique(unknown)[:5])
+        raise ValueError(f"label '{cfg.label.column}' has values outside label.classes {classes}: {shown}")
+    return index.astype("int64")
+
+
+def output_columns(cfg: ModelConfig) -> list[str]:
+    """Columns of a scored holdout that hold the model's outputs (see :func:`model_outputs`)."""
+    if cfg.task == "binary":
+        return [PROBA_COLUMN]
+    if cfg.task == "multiclass":
+        return [f"{PROBA_COLUMN}_{i}" for i in range(len(cfg.label.classes or []))]
+    return [PREDICTION_COLUMN]
+
+
+def model_outputs(cfg: ModelConfig, pipeline: Any, features: pd.DataFrame) -> np.ndarray:
+    """What the gates and scoring compare: the positive class's probability (binary), one probability
+    column per configured class in config order (multiclass), or the predicted values (regression)."""
+    import numpy as np
+
+    if cfg.task == "regression":
+        return np.asarray(pipeline.predict(features), dtype="float64")
+    proba = np.asarray(pipeline.predict_proba(features), dtype="float64")
+    classes = [int(c) for c in getattr(pipeline, "classes_", range(proba.shape[1]))]
+    if cfg.task == "binary":
+        return proba[:, classes.index(1) if 1 in classes else proba.shape[1] - 1]
+    out = np.zeros((len(features), len(cfg.label.classes or [])), dtype="float64")
+    for column, klass in enumerate(classes):
+        out[:, klass] = proba[:, column]
+    return out
+
+
+def outputs_from(frame: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    """The model outputs stored in a scored holdout (the columns :func:`output_columns` names)."""
+    import numpy as np
+
+    columns = output_columns(cfg)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"scored holdout lacks output column(s) {missing} for task {cfg.task}")
+    values = frame[columns].to_numpy(dtype="float64")
+    return values if cfg.task == "multiclass" else np.asarray(values[:, 0])
+
+
+def evaluate(cfg: ModelConfig, labels: Any, outputs: Any) -> dict[str, float]:
+    """The task's metrics of raw label values against model outputs (:mod:`mlops.quality.metrics`)."""
+    import pandas as pd
+
+    from mlops.quality.metrics import task_metrics
+
+    y = encode_target(pd.Series(labels).reset_index(drop=True), cfg).to_numpy()
+    return task_metrics(cfg.task, y, outputs, cfg.label.decision_threshold)
 
 
 def classification_metrics(y_true: Any, proba: Any, cfg: ModelConfig) -> dict[str, float]:
@@ -127,6 +209,29 @@ def classification_metrics(y_true: Any, proba: Any, cfg: ModelConfig) -> dict[st
     from mlops.quality.metrics import classification_metrics as computed
 
     return computed(y_true, proba, cfg.label.decision_threshold)
+
+
+def check_estimator_kind(cfg: ModelConfig, estimator: Any) -> None:
+    """A classifier for binary/multiclass, a regressor for regression (a platform-added family is only
+    known once built)."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if cfg.task == "regression" and not is_regressor(estimator):
+        raise ValueError(f"task regression needs a regressor; {type(estimator).__name__} is not one")
+    if cfg.task != "regression" and not is_classifier(estimator):
+        raise ValueError(f"task {cfg.task} needs a classifier; {type(estimator).__name__} is not one")
+
+
+def check_trainable(cfg: ModelConfig, y_train: pd.Series) -> None:
+    """Enough label variety to fit: two classes (binary), every class (multiclass), two values (regression)."""
+    if cfg.task == "multiclass":
+        classes = cfg.label.classes or []
+        absent = [c for i, c in enumerate(classes) if i not in set(y_train.unique())]
+        if absent:
+            raise ValueError(f"training window has no rows of class(es) {absent} in '{cfg.label.column}': cannot train")
+    elif y_train.nunique() < 2:
+        what = "value" if cfg.task == "regression" else "class"
+        raise ValueError(f"training window has a single {what} in '{cfg.label.column}': cannot train")
 
 
 def pip_requirements(class_path: str) -> list[str]:
@@ -196,6 +301,7 @@ def train(
     from mlops.core.settings import get_settings
     from mlops.core.tracking import client, configure, directory_checksum, ensure_experiment
     from mlops.model.signing import sign_model, signer_fingerprint, signing_key, skops_model
+    from mlops.quality.metrics import task_metrics
 
     started = time.monotonic()
     private_key = signing_key(get_settings())  # before the fit: a missing key must not waste a GPU hour
@@ -204,11 +310,11 @@ def train(
     del df  # the two halves are copies: a whole extra copy of the set would stay alive during the fit
     params = {**cfg.training.estimator.params, **(estimator_params or {})}
     estimator, device = build_estimator(cfg.training.estimator.family, params, use_gpu=gpu_visible())
+    check_estimator_kind(cfg, estimator)
     pipeline = build_pipeline(cfg, estimator)
-    x_train, y_train = train_df[cfg.feature_columns], binary_target(train_df[cfg.label.column], cfg)
-    x_hold, y_hold = holdout_df[cfg.feature_columns], binary_target(holdout_df[cfg.label.column], cfg)
-    if y_train.nunique() < 2:
-        raise ValueError(f"training window has a single class in '{cfg.label.column}': cannot train")
+    x_train, y_train = train_df[cfg.feature_columns], encode_target(train_df[cfg.label.column], cfg)
+    x_hold, y_hold = holdout_df[cfg.feature_columns], encode_target(holdout_df[cfg.label.column], cfg)
+    check_trainable(cfg, y_train)
     log.info(
         "training %s on %d rows (%d holdout) with %s on %s",
         cfg.name,
@@ -220,15 +326,18 @@ def train(
     fit_started = time.monotonic()
     pipeline.fit(x_train, y_train)
     fit_seconds = time.monotonic() - fit_started
-    proba = pipeline.predict_proba(x_hold)[:, 1]
-    metrics = classification_metrics(y_hold.to_numpy(), proba, cfg)
-    scored = holdout_df.assign(**{PROBA_COLUMN: proba})
+    outputs = model_outputs(cfg, pipeline, x_hold)
+    metrics = task_metrics(cfg.task, y_hold.to_numpy(), outputs, cfg.label.decision_threshold)
+    columns = output_columns(cfg)
+    scored = holdout_df.assign(**dict(zip(columns, outputs.reshape(len(holdout_df), -1).T, strict=True)))
     write_parquet_uri(holdout_uri, scored)
 
     settings = configure()
     experiment_id = ensure_experiment(cfg.name, settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags({**(tags or {}), "estimator": cfg.training.estimator.class_path, "device": device})
+        mlflow.set_tags(
+            {**(tags or {}), "estimator": cfg.training.estimator.class_path, "device": device, "task": cfg.task}
+        )
         mlflow.log_params({f"estimator.{k}": v for k, v in params.items()})
         mlflow.log_params(
             {
@@ -241,7 +350,7 @@ def train(
         mlflow.log_metrics({**{f"holdout_{k}": v for k, v in metrics.items()}, "fit_seconds": fit_seconds})
         mlflow.log_input(dataset_input(train_df, source=training_set_uri, name="training_set"), context="training")
         mlflow.log_input(dataset_input(holdout_df, source=holdout_uri, name="holdout"), context="holdout")
-        signature = infer_signature(x_hold.head(100), proba[:100])
+        signature = infer_signature(x_hold.head(100), outputs[:100])
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",

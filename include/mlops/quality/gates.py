@@ -27,7 +27,7 @@ from mlops.core.config import ModelConfig
 from mlops.core.labels import positive_mask
 from mlops.core.util import finite_or_none as _json_float
 from mlops.core.util import jsonable as _jsonable
-from mlops.quality.metrics import classification_metrics, predicted_positive
+from mlops.quality.metrics import classification_metrics, lower_is_better, meets, predicted_positive
 from mlops.quality.reports import Verdict, write_html
 from mlops.quality.reports import fmt_vs as _fmt_vs
 from mlops.quality.reports import num_cell as _num_cell
@@ -95,6 +95,11 @@ def _negative_label(y_true: Any, positive_class: int | str) -> int | str:
     if isinstance(positive_class, str):
         return f"not_{positive_class}"
     return 0 if positive_class != 0 else 1
+
+
+def _positive(cfg: ModelConfig) -> bool | int | str:
+    """The binary model's positive class (the config loader requires one for task binary)."""
+    return cfg.label.positive
 
 
 def _check_lengths(n: int, **arrays: Any) -> None:
@@ -273,7 +278,7 @@ def _quality_snapshot(
     from evidently.presets import ClassificationPreset
     from evidently.tests import gte
 
-    pos = cfg.label.positive_class
+    pos = _positive(cfg)
     neg = _negative_label(y_true, pos)
     frame = pd.DataFrame(
         {
@@ -319,8 +324,11 @@ def quality_gate(
 
     ``y_proba`` is the 1-D probability of ``cfg.label.positive_class``; labels are predicted as
     ``proba >= label.decision_threshold``. Numbers come from scikit-learn (exact); the HTML is Evidently's
-    classification report with the same minimums as its tests.
+    classification report with the same minimums as its tests. A multiclass or regression model goes
+    through :func:`task_quality_gate`.
     """
+    if cfg.task != "binary":
+        return task_quality_gate(holdout, y_true, y_proba, cfg, report_path)
     proba = np.asarray(y_proba, dtype="float64")
     if proba.ndim != 1:
         raise ValueError(
@@ -330,7 +338,7 @@ def quality_gate(
     _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
     if len(y_arr) == 0:
         raise ValueError("quality gate: the holdout has no rows")
-    y_pos = positive_mask(y_arr, cfg.label.positive_class)
+    y_pos = positive_mask(y_arr, _positive(cfg))
     threshold = cfg.label.decision_threshold
     pred_pos = predicted_positive(proba, threshold)
     values = classification_metrics(y_pos, proba, threshold)
@@ -423,7 +431,8 @@ def _fairness_metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 
 def _metric_key(text: str) -> str:
-    """``text`` made safe for an MLflow metric key (``50+`` -> ``50_``)."""
+    """``text`` made safe for an MLflow metric key (``50+`` -> ``50_``, ``age ≥ 45`` -> ``age ge 45``)."""
+    text = text.replace("≥", "ge").replace("<", "lt")
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)[:60] or "_"
 
 
@@ -464,6 +473,8 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     """
     from fairlearn.metrics import MetricFrame, count
 
+    from mlops.quality.groups import group_labels
+
     fcfg = cfg.gates.fairness
     attrs = list(cfg.sensitive_attributes)
     if not attrs:
@@ -474,6 +485,8 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     missing = _missing_columns(holdout, attrs)
     if missing:
         raise ValueError(f"fairness gate: holdout lacks sensitive attribute columns {missing}")
+    if cfg.task != "binary":
+        return task_fairness_gate(holdout, y_true, y_proba, cfg, report_path)
     proba = np.asarray(y_proba, dtype="float64")
     if proba.ndim != 1:
         raise ValueError(
@@ -483,7 +496,7 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
     if len(y_arr) == 0:
         raise ValueError("fairness gate: the holdout has no rows")
-    y_pos = positive_mask(y_arr, cfg.label.positive_class)
+    y_pos = positive_mask(y_arr, _positive(cfg))
     threshold = cfg.label.decision_threshold
     pred_pos = predicted_positive(proba, threshold)
     y01, p01 = y_pos.astype(int), pred_pos.astype(int)
@@ -502,7 +515,7 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
     if blind:
         problems.append(f"cannot measure {fcfg.metric}: {blind}")
     for attr in attrs:
-        groups_s = holdout[attr].astype("string").fillna("(missing)").astype(object).to_numpy()
+        groups_s = group_labels(holdout[attr], cfg, attr).to_numpy()
         frame = MetricFrame(
             metrics={"value": metric_fn, "count": count},
             y_true=y01,
@@ -663,22 +676,29 @@ def champion_gate(
         write_html(report_path, "Champion gate", _table(["", ""], rows), verdict="SKIPPED", summary=summary)
         return GateResult("champion", True, True, summary, metrics, report_path, details)
 
-    required = float(champion_metric) - tol
+    lower = lower_is_better(name)  # an error metric: the challenger may exceed the champion by the tolerance
+    required = float(champion_metric) + tol if lower else float(champion_metric) - tol
     metrics["champion"] = float(champion_metric)
     metrics["required"] = required
     valid = challenger_metric is not None and math.isfinite(challenger_metric)
-    would_pass = valid and float(challenger_metric) >= required - 1e-12  # type: ignore[arg-type]
+    if valid and lower:
+        would_pass = float(challenger_metric) <= required + 1e-12  # type: ignore[arg-type]
+        ops = ("<=", ">", "+")
+    else:
+        would_pass = valid and float(challenger_metric) >= required - 1e-12  # type: ignore[arg-type]
+        ops = (">=", "<", "-")
+    details["lower_is_better"] = lower
     if valid:
         metrics["delta"] = float(challenger_metric) - float(champion_metric)  # type: ignore[arg-type]
         c_s, r_s = _fmt_vs(float(challenger_metric), required)  # type: ignore[arg-type]
         comparison = (
-            f"{name} {c_s} {'>=' if would_pass else '<'} {r_s} "
-            f"({champ_label} {float(champion_metric):.3f} - tolerance {tol:g})"
+            f"{name} {c_s} {ops[0] if would_pass else ops[1]} {r_s} "
+            f"({champ_label} {float(champion_metric):.3f} {ops[2]} tolerance {tol:g})"
         )
     else:
-        comparison = f"challenger has no {name} (required >= {required:.3f}, {champ_label} {champion_metric:.3f})"
+        comparison = f"challenger has no {name} (required {ops[0]} {required:.3f}, {champ_label} {champion_metric:.3f})"
     details["would_pass"] = would_pass
-    rows.append(["required (champion - tolerance)", _num_cell(required, 4)])
+    rows.append([f"required (champion {ops[2]} tolerance)", _num_cell(required, 4)])
 
     if force:
         if would_pass:
@@ -693,3 +713,184 @@ def champion_gate(
         verdict = "PASS" if passed else "FAIL"
     write_html(report_path, "Champion gate", _table(["", ""], rows), verdict=verdict, summary=summary)
     return GateResult("champion", passed, False, summary, metrics, report_path, details)
+
+
+# --------------------------------------------------------------------------------------------------
+# multiclass and regression
+
+
+def _task_labels_and_outputs(
+    gate: str, holdout: pd.DataFrame, y_true: Any, outputs: Any, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded labels (class positions or numbers) and model outputs of the right shape for the task."""
+    from mlops.model.train import encode_target
+
+    out = np.asarray(outputs, dtype="float64")
+    classes = len(cfg.label.classes or [])
+    if cfg.task == "multiclass" and (out.ndim != 2 or out.shape[1] != classes):
+        raise ValueError(f"{gate} gate: outputs must be (rows, {classes}) class probabilities, got shape {out.shape}")
+    if cfg.task == "regression" and out.ndim != 1:
+        raise ValueError(f"{gate} gate: outputs must be the 1-D predicted values, got shape {out.shape}")
+    y_arr = np.asarray(y_true)
+    _check_lengths(len(holdout), y_true=y_arr, outputs=out)
+    if len(y_arr) == 0:
+        raise ValueError(f"{gate} gate: the holdout has no rows")
+    return encode_target(pd.Series(y_arr), cfg).to_numpy(), out
+
+
+def task_quality_gate(
+    holdout: pd.DataFrame, y_true: Any, outputs: Any, cfg: ModelConfig, report_path: Path
+) -> GateResult:
+    """Holdout quality of a multiclass or regression model: every minimum (macro F1, accuracy, ROC AUC
+    one-vs-rest, R²) and maximum (log loss, RMSE, MAE) must hold; an undefined metric fails."""
+    from mlops.quality.metrics import task_metrics
+
+    y, out = _task_labels_and_outputs("quality", holdout, y_true, outputs, cfg)
+    values = task_metrics(cfg.task, y, out)
+    bounds = {
+        **{str(k): float(v) for k, v in cfg.gates.quality.min_metrics.items()},
+        **{str(k): float(v) for k, v in cfg.gates.quality.max_metrics.items()},
+    }
+    failing: list[str] = []
+    checks: list[str] = []
+    for name, bound in bounds.items():
+        value = values[name]
+        op = "<=" if lower_is_better(name) else ">="
+        v_s, b_s = _fmt_vs(value, bound)
+        if math.isnan(value):
+            failing.append(f"{name} undefined on this holdout, {'max' if op == '<=' else 'min'} {bound:.3f}")
+        elif not meets(name, value, bound):
+            failing.append(f"{name} {v_s} {'>' if op == '<=' else '<'} {'max' if op == '<=' else 'min'} {b_s}")
+        else:
+            checks.append(f"{name} {v_s} {op} {b_s}")
+    passed = not failing
+    summary = f"quality gate passed: {', '.join(checks)}" if passed else f"quality gate failed: {'; '.join(failing)}"
+    summary += f" (n={len(y)}, task {cfg.task})"
+    metrics = {**values, "rows": float(len(y))}
+    details: dict[str, Any] = {
+        "task": cfg.task,
+        "min_metrics": dict(cfg.gates.quality.min_metrics),
+        "max_metrics": dict(cfg.gates.quality.max_metrics),
+        "failing": [n for n, b in bounds.items() if not meets(n, values[n], b)],
+    }
+    result = GateResult("quality", passed, False, summary, metrics, report_path, details)
+    rows = []
+    for name, value in values.items():
+        limit = bounds.get(name)
+        check = _tag(meets(name, value, limit)) if limit is not None else ""
+        direction = "max" if lower_is_better(name) else "min"
+        rows.append([html.escape(name), _num_cell(value), "" if limit is None else f"{direction} {limit:g}", check])
+    body = f"<p>Task <b>{html.escape(cfg.task)}</b>, {len(y)} holdout rows (scikit-learn metrics).</p>"
+    body += _table(["metric", "value", "threshold", "check"], rows)
+    write_html(report_path, "Quality gate", body, verdict=result.verdict, summary=summary)
+    return result
+
+
+def _group_metric(cfg: ModelConfig) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Per-group metric of a multiclass (accuracy, macro recall) or regression (MAE) model."""
+    from sklearn.metrics import accuracy_score, mean_absolute_error, recall_score
+
+    metric = cfg.gates.fairness.metric
+    if metric == "mae":
+        return lambda y, p: float(mean_absolute_error(y, p))
+    if metric == "macro_recall":
+        return lambda y, p: float(recall_score(y, p, labels=np.unique(y), average="macro", zero_division=0))
+    return lambda y, p: float(accuracy_score(y, p))
+
+
+def task_fairness_gate(  # noqa: PLR0915 -- one table per attribute, built in one pass
+    holdout: pd.DataFrame, y_true: Any, outputs: Any, cfg: ModelConfig, report_path: Path
+) -> GateResult:
+    """Group fairness of a multiclass (per-group accuracy or macro recall of the most probable class) or
+    regression model (per-group MAE), with fairlearn's MetricFrame.
+
+    Disparity is max - min over groups of at least ``min_group_size`` rows; for MAE it is relative to the
+    overall MAE, so ``max_disparity`` stays unitless. Fewer than two comparable groups fails, as for binary.
+    """
+    from fairlearn.metrics import MetricFrame, count
+
+    from mlops.quality.groups import group_labels
+
+    fcfg = cfg.gates.fairness
+    y, out = _task_labels_and_outputs("fairness", holdout, y_true, outputs, cfg)
+    pred = out.argmax(axis=1) if cfg.task == "multiclass" else out
+    metric_fn = _group_metric(cfg)
+    relative = fcfg.metric == "mae"
+    overall = metric_fn(y, pred)
+    metrics: dict[str, float] = {f"overall.{fcfg.metric}": overall}
+    attributes: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    passing: list[str] = []
+    for attr in cfg.sensitive_attributes:
+        groups_s = group_labels(holdout[attr], cfg, attr).to_numpy()
+        frame = MetricFrame(
+            metrics={"value": metric_fn, "count": count},
+            y_true=y,
+            y_pred=pred,
+            sensitive_features=pd.Series(groups_s, name=attr),
+        )
+        groups: list[dict[str, Any]] = []
+        for group, row in frame.by_group.iterrows():
+            n, value = int(row["count"]), float(row["value"])
+            comparable = n >= fcfg.min_group_size and not math.isnan(value)
+            groups.append(
+                {"group": str(group), "count": n, "value": value, "gated": comparable, "small": n < fcfg.min_group_size}
+            )
+        gated = [g for g in groups if g["gated"]]
+        hi = max(gated, key=lambda g: g["value"]) if gated else None
+        lo = min(gated, key=lambda g: g["value"]) if gated else None
+        disparity = float("nan")
+        if hi and lo:
+            gap = hi["value"] - lo["value"]
+            disparity = (gap / overall if overall > 0 else (0.0 if gap == 0 else math.inf)) if relative else gap
+        measurable = len(gated) >= 2
+        ok = measurable and disparity <= fcfg.max_disparity + 1e-12
+        attributes[attr] = {
+            "disparity": disparity,
+            "passed": ok,
+            "measurable": measurable,
+            "highest": hi["group"] if hi else None,
+            "lowest": lo["group"] if lo else None,
+            "groups": groups,
+            "small_groups": [g["group"] for g in groups if g["small"]],
+        }
+        metrics[f"disparity.{attr}"] = disparity
+        for g in groups:
+            key = f"group.{_metric_key(attr)}.{_metric_key(g['group'])}"
+            metrics[f"{key}.{fcfg.metric}"] = g["value"]
+            metrics[f"{key}.rows"] = float(g["count"])
+        if not measurable:
+            problems.append(
+                f"cannot measure {attr}: {len(gated)} group(s) with >= {fcfg.min_group_size} rows (need 2; groups: "
+                + ", ".join(f"{g['group']} n={g['count']}" for g in groups)
+                + ")"
+            )
+        elif not ok and hi and lo:
+            what = " relative to overall" if relative else ""
+            problems.append(
+                f"{attr} {fcfg.metric} disparity{what} {disparity:.3f} > max {fcfg.max_disparity:g} "
+                f"({hi['group']} {hi['value']:.3f} vs {lo['group']} {lo['value']:.3f})"
+            )
+        else:
+            passing.append(f"{attr} {disparity:.3f}")
+    passed = not problems
+    measured = [a["disparity"] for a in attributes.values() if not math.isnan(a["disparity"])]
+    metrics["disparity"] = max(measured) if measured else float("nan")
+    metrics["max_disparity"] = fcfg.max_disparity
+    if passed:
+        scale = " (relative to overall MAE)" if relative else ""
+        summary = f"fairness gate passed: {fcfg.metric} disparity{scale} <= max {fcfg.max_disparity:g} for "
+        summary += ", ".join(passing)
+    else:
+        summary = "fairness gate failed: " + "; ".join(problems)
+    details: dict[str, Any] = {
+        "metric": f"{fcfg.metric} (disparity relative to overall {overall:.4g})" if relative else fcfg.metric,
+        "max_disparity": fcfg.max_disparity,
+        "min_group_size": fcfg.min_group_size,
+        "attributes": attributes,
+        "task": cfg.task,
+        "overall": overall,
+    }
+    result = GateResult("fairness", passed, False, summary, metrics, report_path, details)
+    _write_fairness_html(result, details)
+    return result

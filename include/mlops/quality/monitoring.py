@@ -121,7 +121,7 @@ def champion_reference(model: str, version: str) -> ChampionReference:
     if cached is not None:
         return cached
 
-    from mlops.model.train import PROBA_COLUMN
+    from mlops.model.train import outputs_from
 
     cfg = get_config(model).config
     mlflow_client = client(settings)
@@ -139,9 +139,10 @@ def champion_reference(model: str, version: str) -> ChampionReference:
     parent, _, name = params["training_set"].rstrip("/").rpartition("/")
     train_rows, source_rows = drift_reference(open_store(parent), name, cfg, exclude_holdout_days=holdout_days)
     holdout = read_parquet_uri(tags["holdout_uri"])
-    if PROBA_COLUMN not in holdout.columns:
-        raise ValueError(f"holdout {tags['holdout_uri']} lacks the score column {PROBA_COLUMN!r}")
-    scores = holdout[PROBA_COLUMN].dropna().to_numpy(dtype=float)
+    try:
+        scores = prediction_values(cfg, outputs_from(holdout, cfg))
+    except ValueError as exc:
+        raise ValueError(f"holdout {tags['holdout_uri']}: {exc}") from None
     result = ChampionReference(train_rows, scores, source_rows)
     with _reference_lock:
         while len(_reference_cache) >= _REFERENCE_CACHE_SIZE:
@@ -243,13 +244,40 @@ def _scoring_version(current: pd.DataFrame, model: str) -> str:
     return version
 
 
+def prediction_values(cfg: ModelConfig, outputs: np.ndarray) -> np.ndarray:
+    """What prediction drift compares: the positive-class probability (binary), the predicted class's
+    position (multiclass) or the predicted value (regression); missing values dropped."""
+    import numpy as np
+
+    values = outputs.argmax(axis=1).astype(float) if cfg.task == "multiclass" else np.asarray(outputs, dtype=float)
+    return values[~np.isnan(values)]
+
+
+def prediction_drift_statistic(cfg: ModelConfig, reference: np.ndarray, current: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (binary, regression), or the total variation distance
+    between predicted-class shares (multiclass); both in [0, 1], NaN when a side is empty."""
+    import numpy as np
+    from scipy.stats import ks_2samp
+
+    if not len(reference) or not len(current):
+        return float("nan")
+    if cfg.task != "multiclass":
+        return float(ks_2samp(reference, current).statistic)
+    k = len(cfg.label.classes or [])
+    ref = np.bincount(reference.astype(int), minlength=k) / len(reference)
+    cur = np.bincount(current.astype(int), minlength=k) / len(current)
+    return float(0.5 * np.abs(ref - cur).sum())
+
+
 def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, float] | None, list[str], int]:
     """(metrics, breaches, labelled rows); metrics are None when too few labels have arrived.
 
     A metric that is undefined (e.g. ROC AUC on one class) is reported but never a breach, so a
     batch without positives cannot roll the champion back.
     """
-    from mlops.model.train import binary_target, classification_metrics
+    from mlops.model.scoring import prediction_outputs
+    from mlops.model.train import evaluate
+    from mlops.quality.metrics import meets
 
     column = cfg.label.column
     if column not in current.columns:
@@ -258,14 +286,14 @@ def _judge_quality(current: pd.DataFrame, cfg: ModelConfig) -> tuple[dict[str, f
     n = len(labelled)
     if n < cfg.monitoring.min_rows_for_quality:
         return None, [], n
-    y = binary_target(labelled[column], cfg).to_numpy()
-    quality = classification_metrics(y, labelled[SCORE_COLUMN].to_numpy(dtype=float), cfg)
+    quality = evaluate(cfg, labelled[column], prediction_outputs(cfg, labelled))
     breaches = []
-    for name, minimum in cfg.monitoring.min_quality.items():
+    guardrails = {**cfg.monitoring.min_quality, **cfg.monitoring.max_quality}
+    for name, limit in guardrails.items():
         value = quality.get(name, float("nan"))
-        if math.isfinite(value) and value < minimum:
-            shown, bound = fmt_vs(value, minimum, trim_bound=True)
-            breaches.append(f"{name} {shown} < {bound}")
+        if math.isfinite(value) and not meets(name, value, limit):
+            shown, bound = fmt_vs(value, limit, trim_bound=True)
+            breaches.append(f"{name} {shown} {'>' if name in cfg.monitoring.max_quality else '<'} {bound}")
     return quality, breaches, n
 
 
@@ -279,9 +307,10 @@ def _write_quality_html(
     interval: str,
     version: str,
 ) -> Path:
+    from mlops.quality.metrics import meets
     from mlops.quality.reports import note_tag, table, tag, write_html
 
-    minimums = {str(k): float(v) for k, v in cfg.monitoring.min_quality.items()}
+    minimums = {str(k): float(v) for k, v in {**cfg.monitoring.min_quality, **cfg.monitoring.max_quality}.items()}
     rows = []
     for name, value in quality.items():
         minimum = minimums.get(name)
@@ -291,7 +320,7 @@ def _write_quality_html(
         elif not math.isfinite(value):
             check = note_tag("undefined, not judged")
         else:
-            check = tag(value >= minimum, passed="OK", failed="BREACH")
+            check = tag(meets(name, value, minimum), passed="OK", failed="BREACH")
         minimum_s = "" if minimum is None else f"{minimum:g}"
         rows.append([html.escape(name), value_s, minimum_s, check])
     body = (
@@ -359,10 +388,65 @@ def _log_to_mlflow(result: MonitorResult) -> str:
     return run_id
 
 
+def _current_prediction_values(cfg: ModelConfig, current: pd.DataFrame) -> np.ndarray:
+    """An interval's predictions in :func:`prediction_values`'s form (multiclass: class positions)."""
+    import numpy as np
+
+    if cfg.task != "multiclass":
+        return np.asarray(current[SCORE_COLUMN].dropna().to_numpy(dtype=float))
+    positions = {str(c): float(i) for i, c in enumerate(cfg.label.classes or [])}
+    mapped = current["prediction"].dropna().astype(str).map(positions)
+    return np.asarray(mapped.dropna().to_numpy(dtype=float))
+
+
+SERIES_TAG = "series_version"
+
+
+def series_step(interval: str) -> int:
+    """The MLflow step of an interval in the time series: days since 1970-01-01 (uniform in time)."""
+    return (date.fromisoformat(interval[:10]) - date(1970, 1, 1)).days
+
+
+def log_series(result: MonitorResult) -> str:
+    """Add the interval to its champion version's time-series run in ``<model>__monitoring``.
+
+    One run per version (tag ``series_version``), the day as the step and its midnight as the
+    timestamp, so MLflow charts drift and live quality over time. A rerun of a day logs nothing new.
+    """
+    from mlflow.entities import Metric
+
+    from mlops.core.tracking import client, ensure_experiment
+
+    mlflow_client = client()
+    experiment_id = ensure_experiment(f"{result.model}{MONITORING_SUFFIX}")
+    version = result.champion_version
+    found = mlflow_client.search_runs([experiment_id], filter_string=f"tags.{SERIES_TAG} = '{version}'", max_results=1)
+    if found:
+        run_id = str(found[0].info.run_id)
+    else:
+        run = mlflow_client.create_run(
+            experiment_id, run_name=f"champion v{version} over time", tags={SERIES_TAG: version}
+        )
+        run_id = str(run.info.run_id)
+    step = series_step(result.interval)
+    if any(m.step == step for m in mlflow_client.get_metric_history(run_id, "drift_share")):
+        return run_id
+    day = date.fromisoformat(result.interval[:10])
+    stamp = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    values = {
+        "drift_share": result.drift_share,
+        "prediction_ks": result.prediction_ks,
+        "rows": float(result.rows),
+        **{f"quality_{k}": v for k, v in (result.quality or {}).items()},
+    }
+    metrics = [Metric(k, float(v), stamp, step) for k, v in values.items() if math.isfinite(v)]
+    mlflow_client.log_batch(run_id, metrics=metrics)
+    mlflow_client.set_terminated(run_id, status="FINISHED")  # finished between days; the next day logs on
+    return run_id
+
+
 def monitor_interval(model: str, interval: str) -> MonitorResult:
     """Feature drift, prediction drift and live quality of one interval's champion predictions."""
-    from scipy.stats import ks_2samp
-
     from mlops.quality.gates import drift_gate
 
     settings = get_settings()
@@ -390,11 +474,8 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
         reference_rows=reference_rows,
     )
     feature_drift = not drift.passed
-    scores = current[SCORE_COLUMN].dropna().to_numpy(dtype=float)
-    if len(scores) and len(reference_scores):
-        prediction_ks = float(ks_2samp(reference_scores, scores).statistic)
-    else:
-        prediction_ks = float("nan")
+    scores = _current_prediction_values(cfg, current)
+    prediction_ks = prediction_drift_statistic(cfg, reference_scores, scores)
     prediction_drift = math.isfinite(prediction_ks) and (prediction_ks > cfg.monitoring.prediction_drift_threshold)
     quality, breaches, labelled_rows = _judge_quality(current, cfg)
 
@@ -431,6 +512,7 @@ def monitor_interval(model: str, interval: str) -> MonitorResult:
         in_training_window=_in_training_window(model, version, interval),
     )
     run_id = _log_to_mlflow(result)
+    log_series(result)
     result = replace(result, mlflow_run_id=run_id)
     lake.put(monitored_key(model, interval), json.dumps(result.to_dict(), sort_keys=True).encode())
     log.info(

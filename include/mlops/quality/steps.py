@@ -20,6 +20,8 @@ from mlops.data.steps import read_validated, validated_days
 
 log = logging.getLogger(__name__)
 
+GATE_SUMMARY_TAG = "gate_summary."  # not "gate.": those tags are the verdicts the registry checks
+
 
 def _report_path(settings: Settings, model: str, run_id: str, gate: str) -> Path:
     path = settings.reports_dir / model / run_key(run_id) / f"{gate}.html"
@@ -39,6 +41,8 @@ def _log_gate(result: Any, mlflow_run_id: str) -> None:
     for name, value in result.metrics.items():
         if isinstance(value, int | float) and not math.isnan(value):
             mlflow_client.log_metric(mlflow_run_id, f"gate_{result.gate}_{name}", float(value))
+    # The verdict line, for the Airflow UI's Gates view (mlops.quality.cockpit) without downloading reports.
+    mlflow_client.set_tag(mlflow_run_id, f"{GATE_SUMMARY_TAG}{result.gate}", result.summary[:5000])
     mlflow_client.set_tag(
         mlflow_run_id,
         f"gate.{result.gate}",
@@ -61,6 +65,7 @@ def drift_reference(
     cfg: ModelConfig,
     *,
     exclude_holdout_days: int | None = None,
+    exclude_rows: pd.DataFrame | None = None,
     max_rows: int | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, int]:
@@ -71,6 +76,8 @@ def drift_reference(
     so memory is bounded by a row group plus ``max_rows`` (default the drift gate's own sample size),
     whatever the training window. Sets up to ``max_rows`` come back whole, in file order. With
     ``exclude_holdout_days`` the holdout is left out, cut where :func:`mlops.model.train.time_split` cuts it.
+    With ``exclude_rows`` (a frame with the entity key and timestamp) the rows with those keys are left out:
+    the batch the drift gate compares with must not be part of its own reference, or drift is understated.
     A feature column the set lacks is not read, so the drift gate names it.
     """
     import numpy as np
@@ -94,6 +101,10 @@ def drift_reference(
         stamps = parquet.read(columns=[ts]).column(0).to_pandas()
         eligible = np.flatnonzero((stamps < holdout_cutoff(stamps, exclude_holdout_days)).to_numpy())
         rows = len(eligible)
+    if exclude_rows is not None:
+        outside = _rows_outside(parquet, cfg, exclude_rows)
+        eligible = np.flatnonzero(outside) if eligible is None else eligible[outside[eligible]]
+        rows = len(eligible)
     if rows <= limit:
         chosen = np.arange(rows) if eligible is None else eligible
     else:
@@ -112,6 +123,21 @@ def drift_reference(
     return table.to_pandas(), rows
 
 
+def _rows_outside(parquet: Any, cfg: ModelConfig, exclude: pd.DataFrame) -> Any:
+    """Boolean mask over the set's rows: True where (entity key, timestamp) is not in ``exclude``."""
+    import pandas as pd
+
+    key = [cfg.entity.join_key, cfg.timestamp_column]
+    missing = [c for c in key if c not in parquet.schema_arrow.names or c not in exclude.columns]
+    if missing:
+        raise ValueError(f"cannot leave the batch under test out of the drift reference: no {missing} column")
+    present = parquet.read(columns=key).to_pandas()
+    stamps = pd.to_datetime(present[key[1]], utc=True)
+    left = pd.MultiIndex.from_arrays([present[key[0]].astype(str), stamps])
+    right = pd.MultiIndex.from_arrays([exclude[key[0]].astype(str), pd.to_datetime(exclude[key[1]], utc=True)])
+    return ~left.isin(right)
+
+
 def _holdout(trained: dict[str, Any]) -> pd.DataFrame:
     parent, _, name = trained["holdout_uri"].rpartition("/")
     return read_parquet(open_store(parent), name)
@@ -124,16 +150,17 @@ def gate_drift(model: str, trained: dict[str, Any], run_id: str) -> dict[str, An
     settings = get_settings()
     cfg = get_config(model).config
     parent, _, name = trained["training_set_uri"].rpartition("/")
-    reference, rows = drift_reference(open_store(parent), name, cfg)  # the whole training window, sampled
     newest = validated_days(model, settings)[-1]
     current = read_validated(model, [newest], settings)
+    # The training window, sampled, without the batch under test (it would be compared with itself).
+    reference, rows = drift_reference(open_store(parent), name, cfg, exclude_rows=current)
     report = _report_path(settings, model, run_id, "drift")
     result = drift_gate(reference, current, cfg, report, reference_rows=rows)
     return _finish_gate(result, trained["run_id"])
 
 
 def gate_quality(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
-    from mlops.model.train import PROBA_COLUMN
+    from mlops.model.train import outputs_from
     from mlops.quality.gates import quality_gate
 
     settings = get_settings()
@@ -142,7 +169,7 @@ def gate_quality(model: str, trained: dict[str, Any], run_id: str) -> dict[str, 
     result = quality_gate(
         holdout,
         holdout[cfg.label.column],
-        holdout[PROBA_COLUMN].to_numpy(),
+        outputs_from(holdout, cfg),
         cfg,
         _report_path(settings, model, run_id, "quality"),
     )
@@ -150,7 +177,7 @@ def gate_quality(model: str, trained: dict[str, Any], run_id: str) -> dict[str, 
 
 
 def gate_fairness(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:
-    from mlops.model.train import PROBA_COLUMN
+    from mlops.model.train import outputs_from
     from mlops.quality.gates import fairness_gate
 
     settings = get_settings()
@@ -159,7 +186,7 @@ def gate_fairness(model: str, trained: dict[str, Any], run_id: str) -> dict[str,
     result = fairness_gate(
         holdout,
         holdout[cfg.label.column],
-        holdout[PROBA_COLUMN].to_numpy(),
+        outputs_from(holdout, cfg),
         cfg,
         _report_path(settings, model, run_id, "fairness"),
     )
@@ -175,7 +202,7 @@ def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool 
     from mlops.core.tracking import configure
     from mlops.model.registry import CHAMPION, get_alias_version
     from mlops.model.scoring import load_verified
-    from mlops.model.train import binary_target, classification_metrics
+    from mlops.model.train import evaluate, model_outputs
     from mlops.quality.gates import champion_gate
 
     settings = configure()
@@ -187,17 +214,16 @@ def gate_champion(model: str, trained: dict[str, Any], run_id: str, force: bool 
         champion = load_verified(model, champion_version).pipeline
         holdout = _holdout(trained)
         try:
-            proba = champion.predict_proba(holdout[cfg.feature_columns])[:, 1]
+            outputs = model_outputs(cfg, champion, holdout[cfg.feature_columns])
         except (KeyError, ValueError) as exc:
             if not force:
                 raise GateFailed(
                     f"champion gate failed: champion v{champion_version} cannot score this holdout ({exc}); "
                     "the features changed: trigger with force=true to replace it"
                 ) from exc
-            proba = None
-        if proba is not None:
-            y_true = binary_target(holdout[cfg.label.column], cfg).to_numpy()
-            champion_value = classification_metrics(y_true, proba, cfg)[metric]
+            outputs = None
+        if outputs is not None:
+            champion_value = evaluate(cfg, holdout[cfg.label.column], outputs)[metric]
     result = champion_gate(
         trained["metrics"][metric],
         champion_value,

@@ -17,11 +17,15 @@ from typing import Any
 import pandas as pd
 
 from mlops_dev.datagen.credit import generate_credit_batch
+from mlops_dev.datagen.delivery import generate_delivery_batch
+from mlops_dev.datagen.tickets import generate_ticket_batch
 from mlops_dev.datagen.tumor import generate_tumor_batch
 
 GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
     "credit_risk": generate_credit_batch,
     "tumor_diagnosis": generate_tumor_batch,
+    "support_ticket": generate_ticket_batch,  # multiclass
+    "delivery_time": generate_delivery_batch,  # regression
 }
 FORMATS = ("csv", "parquet")
 DRIFT_KNOBS = ("covariate_drift", "concept_drift")
@@ -29,6 +33,8 @@ DRIFT_KNOBS = ("covariate_drift", "concept_drift")
 __all__ = [
     "GENERATORS",
     "generate_credit_batch",
+    "generate_delivery_batch",
+    "generate_ticket_batch",
     "generate_tumor_batch",
     "main",
     "write_batch",
