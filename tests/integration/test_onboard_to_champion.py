@@ -24,14 +24,16 @@ DAYS = 4
 ROWS = 160
 
 
-def churn_table(day: date, rows: int, seed: int) -> pd.DataFrame:
-    """A telecom-churn-like day: churn depends on tenure, contract and charges, not on age."""
+def churn_table(day: date, rows: int, seed: int, boolean: bool = False) -> pd.DataFrame:
+    """A telecom-churn-like day: churn depends on tenure, contract and charges, not on age. The label is
+    Yes/No, or True/False with ``boolean`` (pandas reads that column back as a bool)."""
     rng = np.random.default_rng(seed)
     tenure = rng.integers(0, 72, rows).astype(float)
     charges = rng.normal(70, 20, rows).round(2)
     contract = rng.choice(["monthly", "yearly", "two_year"], rows)
     logit = 1.0 - 0.06 * tenure + 1.5 * (contract == "monthly") + 0.02 * (charges - 70)
-    churn = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "Yes", "No")
+    churned = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    churn = churned if boolean else np.where(churned, "Yes", "No")
     age = rng.integers(18, 85, rows)
     stamps = pd.Timestamp(day, tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 86_000, rows)), unit="s")
     tenure[rng.random(rows) < 0.15] = np.nan  # many nulls: imputed
@@ -50,15 +52,21 @@ def churn_table(day: date, rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.fixture(params=["yes_no", "boolean"])
+def boolean(request: pytest.FixtureRequest) -> bool:
+    """The label as strings (Yes/No) or as booleans (True/False)."""
+    return bool(request.param == "boolean")
+
+
 @pytest.fixture
-def models_dir(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def models_dir(state_dir: Path, monkeypatch: pytest.MonkeyPatch, boolean: bool) -> Iterator[Path]:
     """The models folder the DAG files read, holding the starter config inferred from a sample: made
     before ``run_dag``'s DagBag parses it, with the only choices a person makes (label, sensitive attributes)."""
     folder = state_dir / "models"
     folder.mkdir()
     monkeypatch.setenv("MLOPS_MODELS_DIR", str(folder))
     sample = state_dir / "sample.csv"
-    churn_table(START - timedelta(days=30), 400, seed=99).to_csv(sample, index=False)
+    churn_table(START - timedelta(days=30), 400, seed=99, boolean=boolean).to_csv(sample, index=False)
     out = folder / "telco_churn.yaml"
     chosen = ["--label", "churned", "--sensitive", "age,senior"]
     assert onboard.main([str(sample), "--name", "telco_churn", "--out", str(out), *chosen]) == 0
@@ -66,9 +74,10 @@ def models_dir(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     yield folder
 
 
-def test_sample_to_champion(models_dir: Path, state_dir: Path, run_dag: Callable[..., str]) -> None:
+def test_sample_to_champion(models_dir: Path, state_dir: Path, run_dag: Callable[..., str], boolean: bool) -> None:
     text = (models_dir / "telco_churn.yaml").read_text()
-    assert "column: churned" in text and "positive_class: 'Yes'" in text  # quoted: YAML would read a boolean
+    # Yes quoted: YAML would read it as a boolean; a True/False column keeps a real boolean.
+    assert "column: churned" in text and ("positive_class: true" if boolean else "positive_class: 'Yes'") in text
     cfg = get_config("telco_churn", models_dir).config
     assert cfg.sensitive_attributes == ["age", "senior"]
     assert cfg.sensitive_groups["age"].quantiles == 4 and "senior" in cfg.numeric_columns
@@ -79,8 +88,8 @@ def test_sample_to_champion(models_dir: Path, state_dir: Path, run_dag: Callable
     landing.mkdir(parents=True)
     for n in range(DAYS):
         day = START + timedelta(days=n)
-        churn_table(day, ROWS, seed=n).to_csv(landing / f"{day}.csv", index=False)
-    too_many = churn_table(START + timedelta(days=DAYS), ROWS, seed=50)
+        churn_table(day, ROWS, seed=n, boolean=boolean).to_csv(landing / f"{day}.csv", index=False)
+    too_many = churn_table(START + timedelta(days=DAYS), ROWS, seed=50, boolean=boolean)
     too_many.loc[:20, "monthly_charges"] = np.nan  # 13%: over the tolerated 5%, the day is quarantined
     too_many.to_csv(landing / f"{START + timedelta(days=DAYS)}.csv", index=False)
     assert backfill.main(["telco_churn", str(START), str(START + timedelta(days=DAYS))]) == 1

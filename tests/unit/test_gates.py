@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,16 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlops.core.config import ModelConfig, get_config
-from mlops.quality.gates import GateResult, champion_gate, drift_gate, fairness_gate, quality_gate, write_html
+from mlops.quality.gates import (
+    DriftBaseline,
+    GateResult,
+    champion_gate,
+    drift_gate,
+    fairness_gate,
+    feature_distance,
+    quality_gate,
+    write_html,
+)
 
 MODELS = Path(__file__).resolve().parents[2] / "include" / "models"
 
@@ -83,6 +93,55 @@ def test_drift_gate_fails_on_planted_shift(credit: ModelConfig, tmp_path: Path) 
     assert result.summary.startswith(f"drift gate failed: {int(result.metrics['drifted_count'])} of 12")
     assert shifted[0] in result.summary
     _assert_report(result, "FAIL")
+
+
+def test_feature_distance_is_zero_for_the_same_rows_and_grows_with_the_shift(credit: ModelConfig) -> None:
+    shifted = [*credit.features.numeric[:6], *credit.features.categorical[:2]]
+    old, new = _features(credit, 1500, 1), _features(credit, 1500, 2, shifted)
+    half = pd.concat([_features(credit, 750, 3), _features(credit, 750, 4, shifted)], ignore_index=True)
+    assert feature_distance(old, old, credit) == 0.0
+    same, mixed, far = (feature_distance(ref, new, credit) for ref in (_features(credit, 1500, 5, shifted), half, old))
+    assert same < mixed < far, (same, mixed, far)
+
+
+def test_drift_over_the_limit_passes_only_when_closer_than_the_champion(credit: ModelConfig, tmp_path: Path) -> None:
+    """A retrain after drift: its window reaches the new data, the champion's does not."""
+    shifted = [*credit.features.numeric[:6], *credit.features.categorical[:2]]
+    old, cur = _features(credit, 1500, 1), _features(credit, 1500, 2, shifted)
+    retrain = pd.concat([_features(credit, 1000, 3), _features(credit, 500, 4, shifted)], ignore_index=True)
+    champion = DriftBaseline("3", feature_distance(old, cur, credit))
+    calls: list[str] = []
+
+    def baseline(found: DriftBaseline | None = champion) -> Callable[[], DriftBaseline | None]:
+        def call() -> DriftBaseline | None:
+            calls.append("called")
+            return found
+
+        return call
+
+    closer = drift_gate(retrain, cur, credit, tmp_path / "closer.html", baseline=baseline())
+    assert closer.passed and calls == ["called"], closer.summary
+    assert closer.metrics["drifted_share"] > 0.5  # over the limit: only the champion comparison passes it
+    assert closer.metrics["feature_distance"] <= 0.9 * closer.metrics["champion_feature_distance"]
+    assert "> max 0.50), but closer to this batch than champion v3's training data" in closer.summary
+    _assert_report(closer, "PASS")
+
+    # The champion's own window again (no closer), or an older one: fails, and says what it compared.
+    for ref in (old, _features(credit, 1500, 6)):
+        same = drift_gate(ref, cur, credit, tmp_path / "same.html", baseline=baseline())
+        assert not same.passed, same.summary
+        assert "and not closer to this batch than champion v3's training data" in same.summary
+    # No champion to compare with: the share alone decides.
+    assert not drift_gate(retrain, cur, credit, tmp_path / "none.html", baseline=baseline(None)).passed
+    # Within the limit the champion is never read; with the margin unset it is never read either.
+    calls.clear()
+    assert drift_gate(
+        _features(credit, 1500, 7), _features(credit, 1500, 8), credit, tmp_path / "w.html", baseline=baseline()
+    ).passed
+    drift = credit.gates.drift.model_copy(update={"champion_margin": None})
+    strict = credit.model_copy(update={"gates": credit.gates.model_copy(update={"drift": drift})})
+    assert not drift_gate(retrain, cur, strict, tmp_path / "strict.html", baseline=baseline()).passed
+    assert calls == []
 
 
 def test_drift_gate_sampling_still_detects_shift(credit: ModelConfig, tmp_path: Path) -> None:

@@ -451,7 +451,18 @@ class DataQualityConfig(_Strict):
 
 class DriftGate(_Strict):
     max_drifted_share: float = Field(
-        default=0.5, ge=0, le=1, description="Largest share of features allowed to drift (Evidently)."
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Largest share of features allowed to drift (Evidently).",
+    )
+    champion_margin: float | None = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="A version over `max_drifted_share` still passes when its training data is closer to the "
+        "checked batch than the champion's by at least this fraction of the champion's mean feature distance "
+        "(a retrain after drift, whose window reaches the new data); null: never, the share alone decides.",
     )
 
 

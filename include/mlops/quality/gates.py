@@ -160,6 +160,38 @@ def _parse_drift_snapshot(snapshot_dict: dict[str, Any]) -> tuple[float, float, 
     return count, share, columns
 
 
+@dataclass(frozen=True)
+class DriftBaseline:
+    """The champion's own training data against the batch a drift gate checks."""
+
+    version: str
+    distance: float  # feature_distance(champion's training rows, the batch)
+
+
+def feature_distance(reference: pd.DataFrame, current: pd.DataFrame, cfg: ModelConfig) -> float:
+    """How far ``current`` is from ``reference``: the mean over the model's features of the Wasserstein
+    distance in units of the reference's standard deviation (numeric) and the Jensen-Shannon distance of
+    the category frequencies, base 2 (categorical, missing values a category). 0 for the same sample;
+    comparable between two references against one batch, which is what the drift gate uses it for."""
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    ref, cur = _drift_frame(reference, cfg), _drift_frame(current, cfg)
+    distances: list[float] = []
+    for col in cfg.features.numeric:
+        a, b = ref[col].dropna().to_numpy(), cur[col].dropna().to_numpy()
+        if len(a) and len(b):
+            scale = float(np.std(a)) or 1.0
+            distances.append(float(wasserstein_distance(a, b)) / scale)
+    for col in cfg.features.categorical:
+        a_freq = ref[col].fillna("<missing>").value_counts(normalize=True)
+        b_freq = cur[col].fillna("<missing>").value_counts(normalize=True)
+        values = a_freq.index.union(b_freq.index)
+        a_p, b_p = a_freq.reindex(values, fill_value=0), b_freq.reindex(values, fill_value=0)
+        distances.append(float(jensenshannon(a_p, b_p, base=2)))
+    return float(np.mean(distances)) if distances else 0.0
+
+
 def drift_gate(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -170,8 +202,16 @@ def drift_gate(
     seed: int = 0,
     max_share: float | None = None,
     reference_rows: int | None = None,
+    baseline: Callable[[], DriftBaseline | None] | None = None,
 ) -> GateResult:
     """Evidently data drift over the model's features; fails when too large a share of them drift.
+
+    ``baseline``, called only when the share is over the limit: the champion's own training data against the
+    same batch (:class:`DriftBaseline`). Over the limit, a version still passes when its training data is
+    closer to the batch than the champion's, by ``gates.drift.champion_margin`` of the champion's mean
+    feature distance (:func:`feature_distance`): after drift, a retrain on a window that reaches the new
+    data is nearer to it than the champion it would replace, and failing it would keep the model further
+    away. It fails when it is not that much closer, when there is no champion, or with the margin unset.
 
     Frames larger than ``max_rows`` are sampled uniformly (seeded) to bound time and memory; the
     summary and metrics say so. Writes ``report_path`` (HTML) and the same stem with ``.json``.
@@ -208,12 +248,23 @@ def drift_gate(
     if math.isnan(share):  # Evidently changed shape: fall back to the per-column verdicts
         count, share = float(len(drifted)), len(drifted) / len(features)
 
-    passed = share <= max_share
+    within = share <= max_share
+    margin = cfg.gates.drift.champion_margin
+    champion = baseline() if (baseline is not None and not within and margin is not None) else None
+    distance = feature_distance(ref, cur, cfg) if champion is not None else math.nan
+    closer = champion is not None and margin is not None and distance <= champion.distance * (1 - margin)
+    passed = within or closer
     share_s, max_s = _fmt_vs(share, max_share, digits=2)
     summary = (
         f"drift gate {'passed' if passed else 'failed'}: {int(count)} of {len(features)} features "
-        f"drifted (share {share_s} {'<=' if passed else '>'} max {max_s})"
+        f"drifted (share {share_s} {'<=' if within else '>'} max {max_s})"
     )
+    if champion is not None:
+        summary += (
+            f", {'but' if closer else 'and'} {'' if closer else 'not '}closer to this batch than champion "
+            f"v{champion.version}'s training data (mean feature distance {distance:.3f} "
+            f"{'<=' if closer else '>'} {champion.distance:.3f} x {1 - (margin or 0):.2f})"
+        )
     if drifted:
         summary += f": {_name_list(drifted)}"
     reference_total = max(reference_rows or 0, len(reference))
@@ -237,7 +288,11 @@ def drift_gate(
         "rows_current_used": float(len(cur)),
         "sampled": 1.0 if sampled else 0.0,
     }
+    if champion is not None:
+        metrics["feature_distance"] = distance
+        metrics["champion_feature_distance"] = champion.distance
     details: dict[str, Any] = {
+        "champion_version": champion.version if champion is not None else None,
         "drifted_columns": drifted,
         "scores": {c: per_column[c]["score"] for c in features if c in per_column},
         "columns": per_column,
@@ -313,6 +368,24 @@ def _quality_snapshot(
     )
 
 
+def _binary_inputs(
+    gate: str, holdout: pd.DataFrame, y_true: Any, y_proba: Any, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A binary gate's checked inputs: the positive-class probabilities, which rows are positive, which
+    are predicted positive, and the decision threshold."""
+    proba = np.asarray(y_proba, dtype="float64")
+    if proba.ndim != 1:
+        raise ValueError(
+            f"{gate} gate: y_proba must be the 1-D probability of the positive class, got shape {proba.shape}"
+        )
+    y_arr = np.asarray(y_true)
+    _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
+    if len(y_arr) == 0:
+        raise ValueError(f"{gate} gate: the holdout has no rows")
+    threshold = cfg.label.decision_threshold
+    return proba, positive_mask(y_arr, _positive(cfg)), predicted_positive(proba, threshold), threshold
+
+
 def quality_gate(
     holdout: pd.DataFrame,
     y_true: pd.Series,
@@ -329,18 +402,8 @@ def quality_gate(
     """
     if cfg.task != "binary":
         return task_quality_gate(holdout, y_true, y_proba, cfg, report_path)
-    proba = np.asarray(y_proba, dtype="float64")
-    if proba.ndim != 1:
-        raise ValueError(
-            f"quality gate: y_proba must be the 1-D probability of the positive class, got shape {proba.shape}"
-        )
+    proba, y_pos, pred_pos, threshold = _binary_inputs("quality", holdout, y_true, y_proba, cfg)
     y_arr = np.asarray(y_true)
-    _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
-    if len(y_arr) == 0:
-        raise ValueError("quality gate: the holdout has no rows")
-    y_pos = positive_mask(y_arr, _positive(cfg))
-    threshold = cfg.label.decision_threshold
-    pred_pos = predicted_positive(proba, threshold)
     values = classification_metrics(y_pos, proba, threshold)
     minimums = {str(k): float(v) for k, v in cfg.gates.quality.min_metrics.items()}
 
@@ -487,18 +550,7 @@ def fairness_gate(  # noqa: C901, PLR0912, PLR0915 -- split once the parallel ga
         raise ValueError(f"fairness gate: holdout lacks sensitive attribute columns {missing}")
     if cfg.task != "binary":
         return task_fairness_gate(holdout, y_true, y_proba, cfg, report_path)
-    proba = np.asarray(y_proba, dtype="float64")
-    if proba.ndim != 1:
-        raise ValueError(
-            f"fairness gate: y_proba must be the 1-D probability of the positive class, got shape {proba.shape}"
-        )
-    y_arr = np.asarray(y_true)
-    _check_lengths(len(holdout), y_true=y_arr, y_proba=proba)
-    if len(y_arr) == 0:
-        raise ValueError("fairness gate: the holdout has no rows")
-    y_pos = positive_mask(y_arr, _positive(cfg))
-    threshold = cfg.label.decision_threshold
-    pred_pos = predicted_positive(proba, threshold)
+    _, y_pos, pred_pos, threshold = _binary_inputs("fairness", holdout, y_true, y_proba, cfg)
     y01, p01 = y_pos.astype(int), pred_pos.astype(int)
     metric_fn = _fairness_metric(fcfg.metric)
 

@@ -14,6 +14,8 @@ from mlops.core.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops.quality.gates import DriftBaseline
 from mlops.core.errors import GateFailed
 from mlops.core.lake import read_parquet, run_key
 from mlops.data.steps import read_validated, validated_days
@@ -155,8 +157,35 @@ def gate_drift(model: str, trained: dict[str, Any], run_id: str) -> dict[str, An
     # The training window, sampled, without the batch under test (it would be compared with itself).
     reference, rows = drift_reference(open_store(parent), name, cfg, exclude_rows=current)
     report = _report_path(settings, model, run_id, "drift")
-    result = drift_gate(reference, current, cfg, report, reference_rows=rows)
+    result = drift_gate(
+        reference, current, cfg, report, reference_rows=rows, baseline=lambda: _champion_drift(model, cfg, current)
+    )
     return _finish_gate(result, trained["run_id"])
+
+
+def _champion_drift(model: str, cfg: ModelConfig, current: pd.DataFrame) -> DriftBaseline | None:
+    """How far the champion's own training data is from ``current``; None without a champion or when its
+    training set is gone (then the drift share alone decides)."""
+    from mlops.core.tracking import configure
+    from mlops.model.registry import CHAMPION, get_alias_version, version_tags
+    from mlops.quality.gates import DRIFT_SAMPLE_ROWS, DriftBaseline, feature_distance
+
+    configure()
+    version = get_alias_version(model, CHAMPION)
+    if version is None:
+        return None
+    uri = version_tags(model, version).get("lineage.training_set_uri")
+    if not uri:
+        log.warning("drift gate: champion v%s records no training set; no baseline to compare with", version)
+        return None
+    parent, _, name = uri.rpartition("/")
+    store = open_store(parent)
+    if not store.exists(name):
+        log.warning("drift gate: champion v%s's training set %s is gone; no baseline to compare with", version, uri)
+        return None
+    reference, _ = drift_reference(store, name, cfg, exclude_rows=current)
+    sample = current if len(current) <= DRIFT_SAMPLE_ROWS else current.sample(n=DRIFT_SAMPLE_ROWS, random_state=1)
+    return DriftBaseline(version, feature_distance(reference, sample, cfg))
 
 
 def gate_quality(model: str, trained: dict[str, Any], run_id: str) -> dict[str, Any]:

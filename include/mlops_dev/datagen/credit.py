@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlops_dev.datagen.corrupt import corrupt_rows
+
 EPOCH = dt.date(2026, 1, 1)
 DAY_SEED_OFFSET = 1_000_000  # keeps SeedSequence entropy non-negative for days before the epoch
 CUSTOMER_ID_BASE = 100_000
@@ -173,30 +175,19 @@ def _age_band(age: np.ndarray) -> np.ndarray:
     return np.where(age < 30, AGE_BANDS[0], np.where(age < 50, AGE_BANDS[1], AGE_BANDS[2]))
 
 
-def _inject_bad_rows(frame: pd.DataFrame, bad_rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Corrupt ``bad_rows`` distinct rows, each breaking one data-quality rule of credit_risk.yaml."""
-    if bad_rows <= 0:
-        return frame
-    if bad_rows > len(frame):
-        raise ValueError(f"bad_rows={bad_rows} exceeds the batch size {len(frame)}")
-    frame = frame.copy()
-    rows = rng.choice(len(frame), bad_rows, replace=False)
-    corruptions: list[tuple[str, object]] = [
-        ("annual_income", np.nan),
-        ("age", 250),
-        ("annual_income", -5_000.0),
-        ("home_ownership", "CASTLE"),
-        ("credit_utilization", 3.5),
-        ("loan_purpose", None),
-        ("employment_type", "astronaut"),
-        ("debt_to_income", np.nan),
-        ("num_open_accounts", -3),
-        ("gender", None),
-    ]
-    for k, row in enumerate(rows):
-        column, value = corruptions[k % len(corruptions)]
-        frame.iloc[row, frame.columns.get_loc(column)] = value
-    return frame
+# Each breaks one data-quality rule of credit_risk.yaml; planted in turn by ``bad_rows``.
+CORRUPTIONS: tuple[tuple[str, object], ...] = (
+    ("annual_income", np.nan),
+    ("age", 250),
+    ("annual_income", -5_000.0),
+    ("home_ownership", "CASTLE"),
+    ("credit_utilization", 3.5),
+    ("loan_purpose", None),
+    ("employment_type", "astronaut"),
+    ("debt_to_income", np.nan),
+    ("num_open_accounts", -3),
+    ("gender", None),
+)
 
 
 def generate_credit_batch(
@@ -286,4 +277,4 @@ def generate_credit_batch(
     default_p = 1.0 / (1.0 + np.exp(-true_logit))
     frame["defaulted"] = (app_rng.random(m) < default_p).astype(np.int64)
     frame = frame.sort_values(["event_timestamp", "customer_id"], ignore_index=True)
-    return _inject_bad_rows(frame[list(COLUMNS)], bad_rows, _day_rng(seed, n, offset, 3))
+    return corrupt_rows(frame[list(COLUMNS)], bad_rows, _day_rng(seed, n, offset, 3), CORRUPTIONS)

@@ -11,6 +11,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from mlops_dev.datagen.corrupt import corrupt_rows
+
 EPOCH = dt.date(2026, 1, 1)
 DAY_SEED_OFFSET = 1_000_000
 WEATHER = ("clear", "rain", "snow")
@@ -30,25 +32,15 @@ COLUMNS = (
 )
 
 
-def _inject_bad_rows(frame: pd.DataFrame, bad_rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Corrupt ``bad_rows`` distinct rows, each breaking one data-quality rule of delivery_time.yaml."""
-    if bad_rows <= 0:
-        return frame
-    if bad_rows > len(frame):
-        raise ValueError(f"bad_rows={bad_rows} exceeds the batch size {len(frame)}")
-    frame = frame.copy()
-    corruptions: list[tuple[str, object]] = [
-        ("distance_km", np.nan),
-        ("distance_km", -1.0),
-        ("prep_minutes", 900.0),
-        ("weather", "hail"),
-        ("zone", "mars"),
-        ("vehicle", None),
-    ]
-    for k, row in enumerate(rng.choice(len(frame), bad_rows, replace=False)):
-        column, value = corruptions[k % len(corruptions)]
-        frame.iloc[row, frame.columns.get_loc(column)] = value
-    return frame
+# Each breaks one data-quality rule of delivery_time.yaml; planted in turn by ``bad_rows``.
+CORRUPTIONS: tuple[tuple[str, object], ...] = (
+    ("distance_km", np.nan),
+    ("distance_km", -1.0),
+    ("prep_minutes", 900.0),
+    ("weather", "hail"),
+    ("zone", "mars"),
+    ("vehicle", None),
+)
 
 
 def generate_delivery_batch(
@@ -103,4 +95,5 @@ def generate_delivery_batch(
             "delivery_minutes": np.clip(minutes, 3.0, None).round(1),
         }
     )
-    return _inject_bad_rows(frame[list(COLUMNS)], bad_rows, np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2]))
+    rng = np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2])
+    return corrupt_rows(frame[list(COLUMNS)], bad_rows, rng, CORRUPTIONS)

@@ -12,6 +12,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from mlops_dev.datagen.corrupt import corrupt_rows
+
 EPOCH = dt.date(2026, 1, 1)
 DAY_SEED_OFFSET = 1_000_000
 PRIORITIES = ("low", "medium", "high")
@@ -33,25 +35,15 @@ COLUMNS = (
 CUTS = (-0.35, 0.75)  # urgency below the first is low, above the second high
 
 
-def _inject_bad_rows(frame: pd.DataFrame, bad_rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Corrupt ``bad_rows`` distinct rows, each breaking one data-quality rule of support_ticket.yaml."""
-    if bad_rows <= 0:
-        return frame
-    if bad_rows > len(frame):
-        raise ValueError(f"bad_rows={bad_rows} exceeds the batch size {len(frame)}")
-    frame = frame.copy()
-    corruptions: list[tuple[str, object]] = [
-        ("message_length", np.nan),
-        ("message_length", -5.0),
-        ("open_incidents", 500.0),
-        ("plan", "platinum"),
-        ("region", "mars"),
-        ("channel", None),
-    ]
-    for k, row in enumerate(rng.choice(len(frame), bad_rows, replace=False)):
-        column, value = corruptions[k % len(corruptions)]
-        frame.iloc[row, frame.columns.get_loc(column)] = value
-    return frame
+# Each breaks one data-quality rule of support_ticket.yaml; planted in turn by ``bad_rows``.
+CORRUPTIONS: tuple[tuple[str, object], ...] = (
+    ("message_length", np.nan),
+    ("message_length", -5.0),
+    ("open_incidents", 500.0),
+    ("plan", "platinum"),
+    ("region", "mars"),
+    ("channel", None),
+)
 
 
 def generate_ticket_batch(
@@ -105,4 +97,5 @@ def generate_ticket_batch(
             "priority": np.asarray(PRIORITIES, dtype=object)[priority],
         }
     )
-    return _inject_bad_rows(frame[list(COLUMNS)], bad_rows, np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2]))
+    rng = np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2])
+    return corrupt_rows(frame[list(COLUMNS)], bad_rows, rng, CORRUPTIONS)

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
+from mlops_dev.datagen.corrupt import corrupt_rows
+
 EPOCH = dt.date(2026, 1, 1)
 DAY_SEED_OFFSET = 1_000_000  # keeps SeedSequence entropy non-negative for days before the epoch
 NOISE_SD = 0.015
@@ -49,28 +51,17 @@ def _source() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data.data[:, index], dtype=np.float64), diagnosis
 
 
-def _inject_bad_rows(frame: pd.DataFrame, bad_rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Corrupt ``bad_rows`` distinct rows, each breaking one data-quality rule of tumor_diagnosis.yaml."""
-    if bad_rows <= 0:
-        return frame
-    if bad_rows > len(frame):
-        raise ValueError(f"bad_rows={bad_rows} exceeds the batch size {len(frame)}")
-    frame = frame.copy()
-    rows = rng.choice(len(frame), bad_rows, replace=False)
-    corruptions: list[tuple[str, object]] = [
-        ("mean_radius", np.nan),
-        ("mean_radius", -3.0),
-        ("mean_area", 99_999.0),
-        ("imaging_device", "vendor_z"),
-        ("clinic_site", "mars"),
-        ("worst_radius", 500.0),
-        ("mean_texture", np.nan),
-        ("imaging_device", None),
-    ]
-    for k, row in enumerate(rows):
-        column, value = corruptions[k % len(corruptions)]
-        frame.iloc[row, frame.columns.get_loc(column)] = value
-    return frame
+# Each breaks one data-quality rule of tumor_diagnosis.yaml; planted in turn by ``bad_rows``.
+CORRUPTIONS: tuple[tuple[str, object], ...] = (
+    ("mean_radius", np.nan),
+    ("mean_radius", -3.0),
+    ("mean_area", 99_999.0),
+    ("imaging_device", "vendor_z"),
+    ("clinic_site", "mars"),
+    ("worst_radius", 500.0),
+    ("mean_texture", np.nan),
+    ("imaging_device", None),
+)
 
 
 def generate_tumor_batch(
@@ -114,4 +105,5 @@ def generate_tumor_batch(
     frame["imaging_device"] = np.asarray(IMAGING_DEVICES, dtype=object)[device]
     frame["clinic_site"] = np.asarray(CLINIC_SITES, dtype=object)[site]
     frame["diagnosis"] = diagnosis[picked]
-    return _inject_bad_rows(frame[list(COLUMNS)], bad_rows, np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2]))
+    rng = np.random.default_rng([seed, offset + DAY_SEED_OFFSET, 2])
+    return corrupt_rows(frame[list(COLUMNS)], bad_rows, rng, CORRUPTIONS)
