@@ -88,7 +88,13 @@ def test_training_triggered_through_the_rest_api_runs_on_the_real_services(stack
             full_feature_names=False,
         ).to_dict()
         expected = newest[newest[cfg.entity.join_key] == entity].iloc[-1]
-        assert online["annual_income"][0] == pytest.approx(float(expected["annual_income"]))
+        # On a mismatch, say what Redis holds for the entity (its keys, their fields and timestamps).
+        import redis
+
+        database = int(stack.env["FEAST_REDIS_CONNECTION"].rsplit("db=", 1)[1])
+        held = redis.Redis(host="127.0.0.1", port=6379, db=database)
+        seen = f"online {online}; redis db {database} holds {held.dbsize()} keys"
+        assert online["annual_income"][0] == pytest.approx(float(expected["annual_income"])), seen
         assert online["home_ownership"][0] == expected["home_ownership"]
 
         # The pod the Kubernetes backend would start for this run, rendered and validated.

@@ -1,7 +1,8 @@
 """The loop through Airflow's real scheduler (scheduler, dag-processor, triggerer, api-server on SQLite).
 
 No drift -> no retrain; a burst of drifted batches -> drift Asset events -> exactly one retrain, whose
-version starts a canary rollout at its first step while the champion stays. Cron retraining
+version starts a canary rollout at its first step while the champion stays; clean batches then take the
+canary through every step (scoring serves the split, the rollout DAG judges each step) to champion. Cron retraining
 is switched off in the configs used here, so every training run is caused by an event (with
 catchup=False, unpausing a cron DAG runs its latest past tick at once).
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -165,6 +167,40 @@ def test_no_drift_no_retrain_then_a_burst_retrains_once(airflow: AirflowServices
     assert tags["lineage.dag_run_id"] == retrained[-1]
     window_end = tags["lineage.training_window"].split("..")[1]
     assert window_end in {str(first + timedelta(days=i)) for i in range(3)}  # ends at a drifted batch
+    _ramp_to_champion(airflow, state_dir, first + timedelta(days=3), new_version, champion)
+
+
+def _ramp_to_champion(airflow: AirflowServices, state_dir: Path, first: date, canary: str, champion: str) -> None:
+    """One clean batch per canary step, landed and triggered: scoring serves the split, its predictions
+    event starts ``<model>__rollout`` through the scheduler, which judges the step; past the last step the
+    canary becomes champion."""
+    from mlops.core.config import get_config
+    from mlops.model.scoring import VERSION_COLUMN
+
+    steps = list(get_config(MODEL).config.promotion.canary.steps)
+    for index, share in enumerate(steps):
+        day = first + timedelta(days=index)
+        write_batches(MODEL, state_dir / "landing" / MODEL, day, 1, rows_per_batch=300)
+        after = day + timedelta(days=1)
+        airflow.trigger(f"{MODEL}__data", logical_date=datetime(after.year, after.month, after.day, tzinfo=UTC))
+
+        def judged(index: int = index) -> rollout.RolloutState | None:
+            now = rollout.load_state(MODEL)
+            return now if now is not None and (now.step > index or now.status != "running") else None
+
+        now = airflow.wait(f"the rollout's decision on step {index + 1} ({share:g}%)", judged, 600)
+        decision = now.events[-1]
+        assert decision.action == ("promote" if index == len(steps) - 1 else "advance"), now.events
+        assert decision.report and Path(decision.report).exists(), decision
+        folder = state_dir / "lake" / "predictions" / MODEL / f"date={day}"
+        served = pd.concat([pd.read_parquet(folder / f"{arm}.parquet") for arm in ("champion", "canary")])
+        assert len(served) == 300 and served[VERSION_COLUMN].notna().all()
+        by_version = served[VERSION_COLUMN].astype(str).value_counts(normalize=True)
+        assert set(by_version.index) == {canary, champion}, by_version  # both arms served, every row named
+        assert abs(by_version[canary] * 100 - share) <= 12, (share, by_version)  # 300 entities: a loose band
+    assert now.status == "promoted"
+    assert registry.get_alias_version(MODEL, registry.CHAMPION) == canary
+    assert {r.run_type for r in airflow.runs(f"{MODEL}__rollout")} == {"asset_triggered"}
 
 
 @pytest.fixture
