@@ -171,34 +171,41 @@ def test_no_drift_no_retrain_then_a_burst_retrains_once(airflow: AirflowServices
 
 
 def _ramp_to_champion(airflow: AirflowServices, state_dir: Path, first: date, canary: str, champion: str) -> None:
-    """One clean batch per canary step, landed and triggered: scoring serves the split, its predictions
-    event starts ``<model>__rollout`` through the scheduler, which judges the step; past the last step the
-    canary becomes champion."""
+    """Clean batches land one day at a time: scoring serves the split, its predictions event starts
+    ``<model>__rollout`` through the scheduler, which judges the step (``hold`` while a step lacks
+    evidence, then ``advance``); past the last step the canary becomes champion."""
     from mlops.core.config import get_config
     from mlops.model.scoring import VERSION_COLUMN
 
     steps = list(get_config(MODEL).config.promotion.canary.steps)
-    for index, share in enumerate(steps):
-        day = first + timedelta(days=index)
-        write_batches(MODEL, state_dir / "landing" / MODEL, day, 1, rows_per_batch=300)
+    day, decided = first, 0
+    state = rollout.load_state(MODEL)
+    assert state is not None
+    while state.status == "running":
+        assert day < first + timedelta(days=3 * len(steps)), state.events  # every step decided within 3 days
+        share = state.share
+        write_batches(MODEL, state_dir / "landing" / MODEL, day, 1, rows_per_batch=400)
         after = day + timedelta(days=1)
         airflow.trigger(f"{MODEL}__data", logical_date=datetime(after.year, after.month, after.day, tzinfo=UTC))
+        seen = len(state.events)
 
-        def judged(index: int = index) -> rollout.RolloutState | None:
+        def judged(seen: int = seen) -> rollout.RolloutState | None:
             now = rollout.load_state(MODEL)
-            return now if now is not None and (now.step > index or now.status != "running") else None
+            return now if now is not None and len(now.events) > seen else None
 
-        now = airflow.wait(f"the rollout's decision on step {index + 1} ({share:g}%)", judged, 600)
-        decision = now.events[-1]
-        assert decision.action == ("promote" if index == len(steps) - 1 else "advance"), now.events
+        state = airflow.wait(f"the rollout's decision on {day} ({share:g}%)", judged, 600)
+        decision = state.events[-1]
+        assert decision.action in ("hold", "advance", "promote"), state.events  # a good canary is never aborted
         assert decision.report and Path(decision.report).exists(), decision
         folder = state_dir / "lake" / "predictions" / MODEL / f"date={day}"
         served = pd.concat([pd.read_parquet(folder / f"{arm}.parquet") for arm in ("champion", "canary")])
-        assert len(served) == 300 and served[VERSION_COLUMN].notna().all()
+        assert len(served) == 400 and served[VERSION_COLUMN].notna().all()
         by_version = served[VERSION_COLUMN].astype(str).value_counts(normalize=True)
         assert set(by_version.index) == {canary, champion}, by_version  # both arms served, every row named
-        assert abs(by_version[canary] * 100 - share) <= 12, (share, by_version)  # 300 entities: a loose band
-    assert now.status == "promoted"
+        assert abs(by_version[canary] * 100 - share) <= 10, (share, by_version)  # 400 entities: a loose band
+        decided += decision.action != "hold"
+        day += timedelta(days=1)
+    assert state.status == "promoted" and decided == len(steps), state.events
     assert registry.get_alias_version(MODEL, registry.CHAMPION) == canary
     assert {r.run_type for r in airflow.runs(f"{MODEL}__rollout")} == {"asset_triggered"}
 
