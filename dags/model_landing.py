@@ -15,13 +15,15 @@ Airflow may merge a burst of events into one run, so the run works out the pendi
 1. **find_new_batches**: days whose landed content is neither published nor quarantined yet (skipped when
    none). Only `YYYY-MM-DD*.csv|parquet` files at the top of the landing folder are batches; anything
    else (folders, hidden files, links, ...) is logged with a reason and never blocks the other days.
-2. **process**: for each such day, oldest first, the data DAG's steps: ingest into the content-addressed
-   raw store, the Great Expectations gate over the day's files as one snapshot, Feast materialization.
-   A bad day is quarantined and the other days still go through. Emits `<model>.features` (scoring) and
-   `<model>.labels` (retraining, when the config's `retraining.on_new_labels` is on) for the days that
-   passed.
-3. **verdict**: fails the run with one line per quarantined batch; nothing is deleted. When every batch
-   is quarantined, **process** fails instead and no Asset event is emitted.
+2. **process**: one task instance per such day (dynamic task mapping: each day is its own box in the
+   grid, named by the day), one at a time, oldest first: the data DAG's steps, i.e. ingest into the
+   content-addressed raw store, the Great Expectations gate over the day's files as one snapshot, Feast
+   materialization. A bad day is quarantined (its instance succeeds with the quarantine line) and the
+   other days still go through; a day already published and online skips.
+3. **publish**: emits `<model>.features` (scoring) and `<model>.labels` (retraining, when the config's
+   `retraining.on_new_labels` is on) for the days that passed. When every batch is quarantined it fails
+   instead and no Asset event is emitted; when every day skipped, it skips.
+4. **verdict**: fails the run with one line per quarantined batch; nothing is deleted.
 
 The daily `<model>__data` DAG keeps running on its schedule: a day is processed by whichever path comes
 first (a per-day lock serialises them) and the other one skips without emitting an Asset event.
@@ -60,11 +62,18 @@ def build_landing_dag(cfg: ModelConfig) -> DAG:
 
             return run_step(data_steps.pending_landed_days, model)
 
-        @task(outlets=[features_asset(model), labels_asset(model)])
-        def process(days: list[str], **context: Any) -> dict[str, Any]:
+        # One task instance per day, named by its day in the grid; one at a time, oldest first.
+        @task(map_index_template="{{ task.op_kwargs['day'] }}", max_active_tis_per_dagrun=1)
+        def process(day: str) -> dict[str, Any]:
             from mlops.data import steps as data_steps
 
-            result = run_step(data_steps.process_landed, model, days)
+            return run_step(data_steps.process_landed_one, model, day)
+
+        @task(outlets=[features_asset(model), labels_asset(model)], trigger_rule="none_failed_min_one_success")
+        def publish(results: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+            from mlops.data import steps as data_steps
+
+            result = run_step(data_steps.landed_summary, model, list(results))
             if not result["intervals"]:  # a failed task emits no Asset event
                 raise AirflowFailException("every landed batch was quarantined: " + " | ".join(result["quarantined"]))
             extra = {"intervals": result["intervals"], "rows": result["rows"]}
@@ -81,7 +90,7 @@ def build_landing_dag(cfg: ModelConfig) -> DAG:
                 )
             return {"processed": result["intervals"], "rows": result["rows"], "ignored": result["ignored"]}
 
-        verdict(process(find_new_batches()))
+        verdict(publish(process.expand(day=find_new_batches())))
 
     return landing_pipeline()
 

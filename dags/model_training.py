@@ -33,6 +33,7 @@ invariants beside the run (see the README's "Registry safety").
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -49,6 +50,7 @@ from airflow.sdk import (
 from mlops.core.config import ModelConfig
 from mlops.model.approval import evidence_body
 from mlops.model.estimators import params_json_schema
+from mlops.orchestration import lineage
 from mlops.orchestration.dagkit import (
     cron,
     doctor_task,
@@ -179,7 +181,7 @@ def _training_set_tasks(cfg: ModelConfig) -> Any:
         result = run_step(feature_steps.build_training_set, model, run_id, plan["window_end"], plan["window_days"])
         return {**result, "trigger": plan["trigger"]}
 
-    return build_training_set(plan_training())
+    return lineage.attach_lineage(build_training_set(plan_training()), lineage.training_set_lineage)
 
 
 def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
@@ -196,7 +198,7 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
             active_deadline_seconds=cfg.training.timeout_minutes * 60,
         )
         training_set >> pod
-        return pod.output
+        return lineage.attach_lineage(pod.output, partial(lineage.train_lineage, training_set_task=TRAINING_SET))
 
     @task(task_id="train")
     def train_locally(training_set: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -215,7 +217,8 @@ def _train_task(cfg: ModelConfig, training_set: Any) -> Any:
             ),
         )
 
-    return train_locally(training_set)
+    trained = train_locally(training_set)
+    return lineage.attach_lineage(trained, partial(lineage.train_lineage, training_set_task=TRAINING_SET))
 
 
 def _gate_tasks(cfg: ModelConfig, trained: Any) -> list[Any]:
@@ -305,7 +308,7 @@ def _promotion_tasks(cfg: ModelConfig, trained: Any, training_set: Any, gates: l
             task_id="promote",
         )
 
-    registered = register(trained, training_set)
+    registered = lineage.attach_lineage(register(trained, training_set), partial(lineage.register_lineage, model=model))
     approve_promotion = ApprovalOperator(
         task_id="approve_promotion",
         # Unanswered for a day: reject, so retraining (one run at a time) is never blocked for good.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -27,6 +28,19 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_STATE / 'airflow' / 'airflow.db'}"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+# dag.test() writes the DAG it runs, but by default not within 30 s of the last write: a test's DAG (its
+# Assets located in that test's lake) must replace the previous test's at once, or its tasks would emit
+# to the previous test's (inactive) Asset locations.
+os.environ["AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL"] = "0"
+# OpenLineage: the provider's listener writes the session's events to a file, one JSON line each (the
+# production transport is an HTTP endpoint set in docker-compose.yaml). Set before any plugin loads.
+OPENLINEAGE_EVENTS = _SESSION_STATE / "openlineage" / "events.jsonl"
+OPENLINEAGE_EVENTS.parent.mkdir()
+os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+    {"type": "file", "log_file_path": str(OPENLINEAGE_EVENTS), "append": True}
+)
+os.environ["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "mlops-tests"
+os.environ["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] = "True"  # no fork per event in the test process
 os.environ["DO_NOT_TRACK"] = "1"
 
 pytest_plugins = ["production_stack"]

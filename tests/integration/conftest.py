@@ -21,6 +21,25 @@ def airflow_db() -> None:
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
 
 
+def _retire_other_tests_assets() -> None:
+    """Make this test's Assets the active ones, and its DAGs the ones the in-process API serves.
+
+    Asset URIs are the data's location, and each test has its own lake: Airflow activates an Asset only
+    while no active one has its name. A scheduler retires the previous locations as orphans after a
+    re-parse; ``dag.test()`` runs no scheduler. And a DAG version without task instances is rewritten in
+    place, which the process's in-process execution API (cached for the process) sees only after
+    ``[core] min_serialized_dag_update_interval``: its DAG cache is cleared here.
+    """
+    from airflow.models.asset import AssetActive
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        session.execute(delete(AssetActive))
+    in_process_api_server().app.state.dag_bag.clear_cache()
+
+
 @pytest.fixture
 def run_dag(airflow_db: None, state_dir: Path) -> Callable[..., Any]:
     """Run a DAG of the real dags/ folder with dag.test() (what `airflow dags test` does)."""
@@ -29,6 +48,7 @@ def run_dag(airflow_db: None, state_dir: Path) -> Callable[..., Any]:
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
+    _retire_other_tests_assets()
 
     def run(dag_id: str, day: date | None = None, conf: dict[str, Any] | None = None, full: bool = False) -> Any:
         """The run's state ('success'/'failed'), or the DagRun itself with ``full=True``."""

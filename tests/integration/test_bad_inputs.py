@@ -131,9 +131,12 @@ def test_landing_watcher_run_quarantines_a_bad_day_and_processes_the_others(
     assert data_steps.pending_landed_days("credit_risk") == ["2026-03-01", "2026-03-02"]
 
     run = run_dag("credit_risk__landing", full=True)
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert states == {"find_new_batches": "success", "process": "success", "verdict": "failed"}, states
-    processed = run.get_task_instance("process").xcom_pull(task_ids="process")
+    states = _states(run)
+    assert states == {"find_new_batches": "success", "process": "success", "publish": "success", "verdict": "failed"}
+    # One task instance per landed day, named by its day in the grid.
+    days = [(ti.map_index, ti.rendered_map_index, str(ti.state)) for ti in _mapped(run, "process")]
+    assert days == [(0, "2026-03-01", "success"), (1, "2026-03-02", "success")], days
+    processed = run.get_task_instance("publish").xcom_pull(task_ids="publish")
     assert processed["intervals"] == ["2026-03-02"] and processed["rows"] == 200
     (line,) = processed["quarantined"]
     assert "2026-03-01" in line and "age: values between 18 and 100" in line and "\n" not in line
@@ -172,7 +175,13 @@ def test_a_day_goes_through_the_landing_watcher_or_the_daily_dag_not_both(
     (landing / "nested" / "2026-03-02.csv").write_bytes(_csv(_good()))  # not a batch: reported, never read
 
     first = run_dag("credit_risk__landing", full=True)
-    assert _states(first) == {"find_new_batches": "success", "process": "success", "verdict": "success"}
+    assert _states(first) == {
+        "find_new_batches": "success",
+        "process": "success",
+        "publish": "success",
+        "verdict": "success",
+    }
+    assert [ti.rendered_map_index for ti in _mapped(first, "process")] == ["2026-03-01"]
     summary = first.get_task_instance("verdict").xcom_pull(task_ids="verdict")
     assert summary["processed"] == ["2026-03-01"]
     (ignored,) = summary["ignored"]
@@ -192,6 +201,10 @@ def test_a_day_goes_through_the_landing_watcher_or_the_daily_dag_not_both(
 
 def _states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def _mapped(dag_run: Any, task_id: str) -> list[Any]:
+    return sorted((ti for ti in dag_run.get_task_instances() if ti.task_id == task_id), key=lambda ti: ti.map_index)
 
 
 def test_corrected_day_trains_once_and_the_lineage_names_the_corrected_batch(state_dir: Path) -> None:

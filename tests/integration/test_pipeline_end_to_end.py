@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +64,7 @@ def test_raw_data_to_promoted_champion(model: str, rows: int, state_dir: Path, r
     assert run.data.tags["gate.champion"] == "skipped"  # first model: nothing to compare with
     history = registry.alias_history(model)
     assert [(h.alias, h.to_version) for h in history] == [("challenger", champion), ("champion", champion)]
+    _assert_training_lineage(model, champion, tags, state_dir)
 
     # A second run compares against the champion on the same frozen holdout and promotes again: at once
     # (strategy immediate), or as a canary at the first step while champion stays (strategy canary).
@@ -79,6 +82,48 @@ def test_raw_data_to_promoted_champion(model: str, rows: int, state_dir: Path, r
     assert second != champion
     run2 = registry.client().get_run(registry.version_tags(model, second)["lineage.training_run_id"])
     assert run2.data.tags["gate.champion"] == "passed"
+
+
+def _assert_training_lineage(model: str, version: str, tags: dict[str, str], state_dir: Path) -> None:
+    """The OpenLineage events of the training run name its inputs (day partitions) and output (the version)."""
+    # tests/conftest.py points the provider's file transport at the session's event log
+    events_file = Path(json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["log_file_path"])
+    run_id = tags["lineage.dag_run_id"]
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    ours = [e for e in events if _airflow_run_id(e) == run_id]
+    jobs = {e["job"]["name"] for e in ours}
+    tasks = ["plan_training", "build_training_set", "train", "gate_quality", "register", "promote"]
+    for task_id in tasks:  # START and COMPLETE for every task of the run
+        job = f"{model}__training.{task_id}"
+        assert job in jobs, (job, sorted(jobs))
+        assert {e["eventType"] for e in ours if e["job"]["name"] == job} >= {"START", "COMPLETE"}, job
+
+    def completed(task_id: str) -> dict[str, Any]:
+        (event,) = [
+            e for e in ours if e["job"]["name"] == f"{model}__training.{task_id}" and e["eventType"] == "COMPLETE"
+        ]
+        return event
+
+    lake = (state_dir / "lake").as_posix()
+    window = [START + timedelta(days=offset) for offset in range(DAYS)]
+    training_set = completed("build_training_set")
+    partitions = [(d["namespace"], d["name"]) for d in training_set["inputs"]]
+    assert partitions == [("file", f"{lake}/validated/{model}/date={day}") for day in window]
+    assert all(d["facets"]["version"]["datasetVersion"] for d in training_set["inputs"])
+    set_path = tags["lineage.training_set_uri"]
+    assert [(d["namespace"], d["name"]) for d in training_set["outputs"]] == [("file", set_path)]
+    assert [(d["namespace"], d["name"]) for d in completed("train")["inputs"]] == [("file", set_path)]
+    register = completed("register")
+    assert [(d["namespace"], d["name"]) for d in register["inputs"]] == [("file", set_path)]
+    (output,) = register["outputs"]
+    assert output["name"] == f"models:/{model}/{version}"
+    assert output["namespace"] == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
+    assert output["facets"]["version"]["datasetVersion"] == version
+
+
+def _airflow_run_id(event: dict[str, Any]) -> str | None:
+    facet = event.get("run", {}).get("facets", {}).get("airflow", {})
+    return (facet.get("dagRun") or {}).get("run_id")
 
 
 def test_bad_batch_is_quarantined_and_stops_the_run(state_dir: Path, run_dag: Callable[..., str]) -> None:

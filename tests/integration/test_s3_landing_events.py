@@ -125,7 +125,7 @@ def test_files_landed_in_s3_start_the_landing_dag_once_per_day(landing: Landing)
     (first,) = airflow.wait("the run started by S3's test event", lambda: _finished(airflow), 300)
     states = airflow.task_states(DAG_ID, first.run_id)
     assert first.state == "success" and first.run_type == "asset_triggered", states
-    assert states == {"find_new_batches": "skipped", "process": "skipped", "verdict": "skipped"}
+    assert states == {"find_new_batches": "skipped", "process": "skipped", "publish": "skipped", "verdict": "skipped"}
     (test_event,) = asset_events(f"{MODEL}.landed")
     assert [b.get("Event") for b in _bodies(test_event)] == ["s3:TestEvent"]
     assert first.consumed_event_ids == [test_event["id"]]

@@ -122,7 +122,7 @@ def test_landing_watcher_waits_for_the_ready_flag(dagbag: DagBag) -> None:
     (watcher,) = asset.watchers
     assert isinstance(watcher.trigger, FileDeleteTrigger)
     assert watcher.trigger.filepath == str(Path(get_settings().landing_uri) / "credit_risk" / "_READY")
-    outlets = {o.name for o in landing.get_task("process").outlets}
+    outlets = {o.name for o in landing.get_task("publish").outlets}
     assert outlets == {"credit_risk.features", "credit_risk.labels"}
 
 

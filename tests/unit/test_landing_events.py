@@ -100,7 +100,7 @@ def test_a_local_landing_folder_keeps_the_ready_flag_even_with_a_queue_set(
     asset = landed_asset(CFG)
     (watcher,) = asset.watchers
     assert watcher.trigger.serialize()[0].endswith("FileDeleteTrigger")
-    assert asset.uri == "mlops://credit_risk/landed"
+    assert asset.uri == (state_dir / "landing" / "credit_risk").as_uri()
     assert landing_watch(asset) == f"the ready flag `{state_dir / 'landing' / 'credit_risk' / '_READY'}`"
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 from mlops.core.errors import GateFailed, NothingToDo
 from mlops.core.lake import open_lake, parse_dt, read_parquet, read_parquet_columns
+from mlops.core.progress import log_group
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +108,46 @@ def process_landed(model: str, days: list[str]) -> dict[str, Any]:
 
     Returns the processed days, one line per quarantined day and one per landing entry that is not a
     batch (a folder, a hidden file, a link, ...); raises ``NothingToDo`` when no day had anything left
-    to do (a rerun after every day went through, or the daily DAG got there first).
+    to do (a rerun after every day went through, or the daily DAG got there first). The landing DAG
+    runs the same two halves as one task instance per day (``process_landed_one``) and one summary
+    (``landed_summary``).
     """
-    from mlops.data.ingest import landing_store, scan_landing
-
-    cfg = get_config(model).config
-    ignored = scan_landing(cfg, landing_store(cfg, get_settings())).ignored
-    processed: list[dict[str, Any]] = []
-    quarantined: list[str] = []
+    results: list[dict[str, Any]] = []
     for day in days:
         try:
-            processed.append(process_landed_day(model, day))
-        except GateFailed as exc:
-            quarantined.append(str(exc))
+            results.append(process_landed_one(model, day))
         except NothingToDo as exc:
             log.info("%s: %s", day, exc)
+    return landed_summary(model, results, days)
+
+
+def process_landed_one(model: str, day: str) -> dict[str, Any]:
+    """One landed day: processed, or quarantined with its one line (a result, so the other days go on).
+
+    ``NothingToDo`` (the day is already published and online) propagates: that day's task skips.
+    """
+    try:
+        return {**process_landed_day(model, day), "quarantined": None}
+    except GateFailed as exc:
+        return {"interval": day, "quarantined": str(exc)}
+
+
+def landed_summary(model: str, results: list[dict[str, Any]], days: list[str] | None = None) -> dict[str, Any]:
+    """The landing run's outcome from its days' results: processed days, quarantine lines, ignored entries."""
+    from mlops.data.ingest import landing_store, scan_landing
+
+    results = [r for r in results if isinstance(r, dict)]  # a skipped day has no result
+    processed = [r for r in results if not r.get("quarantined")]
+    quarantined = [str(r["quarantined"]) for r in results if r.get("quarantined")]
     if not processed and not quarantined:
-        raise NothingToDo(f"nothing left to process for {model} in {days}")
+        raise NothingToDo(f"nothing left to process for {model} in {days if days is not None else 'this run'}")
+    cfg = get_config(model).config
     return {
         "intervals": [p["interval"] for p in processed],
         "rows": sum(int(p["rows"]) for p in processed),
         "processed": processed,
         "quarantined": quarantined,
-        "ignored": ignored,
+        "ignored": scan_landing(cfg, landing_store(cfg, get_settings())).ignored,
     }
 
 
@@ -167,7 +185,8 @@ def validate(model: str, interval: str, start: str | datetime, end: str | dateti
                 "snapshot": content,
                 "published": False,
             }
-        gated = _gate_day(cfg, interval, content, files, raw_store(cfg, settings), lake, settings, start, end)
+        with log_group(f"Great Expectations gate: {model} {interval}, {len(files)} file(s)", log):
+            gated = _gate_day(cfg, interval, content, files, raw_store(cfg, settings), lake, settings, start, end)
         buffer = io.BytesIO()
         gated.frame[cfg.all_columns].to_parquet(buffer, index=False)
         published = snapshots.publish(

@@ -18,6 +18,7 @@ from feast.repo_config import RepoConfig
 from feast.type_map import python_values_to_proto_values
 from feast.types import Float64, String
 
+from mlops.core.progress import progress
 from mlops.features.sqlite_online import join_key
 
 REDIS_PIPELINE_ROWS = 5_000
@@ -163,7 +164,8 @@ def write_arrow_redis(
     sender = ThreadPoolExecutor(max_workers=1) if script is not None else None
     in_flight: Future[int] | None = None
     try:
-        for offset in range(0, table.num_rows, step):
+        offsets = range(0, table.num_rows, step)
+        for offset in progress(offsets, f"redis write {view.name}", unit=f"chunks of {step} rows"):
             chunk = table.slice(offset, step)
             keys = _chunk_keys(config, chunk.column(key_name), key_name, key_type)
             micros = _timestamp_micros(chunk.column(timestamp_field))

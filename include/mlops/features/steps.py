@@ -46,15 +46,17 @@ def materialize(model: str, start: str | datetime, end: str | datetime) -> dict[
 
 
 def _materialize(model: str, start: datetime, end: datetime) -> dict[str, Any]:
+    from mlops.core.progress import log_group
     from mlops.data import snapshots
     from mlops.data.ingest import interval_days
     from mlops.features import store as features
 
     cfg = get_config(model).config
-    applied = features.apply(cfg)
-    # By batch date: the interval's batch goes online whole, with its rows stamped up to the GX
-    # freshness limit before the interval.
-    rows = features.materialize_interval(cfg, start, end)
+    with log_group(f"Feast apply and materialize {model} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})", log):
+        applied = features.apply(cfg)
+        # By batch date: the interval's batch goes online whole, with its rows stamped up to the GX
+        # freshness limit before the interval.
+        rows = features.materialize_interval(cfg, start, end)
     lake = open_lake(get_settings())
     for day in interval_days(start, end):
         snapshots.mark_materialized(lake, model, day)
@@ -117,8 +119,24 @@ def build_training_set(
         "window_start": first.isoformat(),
         "window_end": last.isoformat(),
         "raw_batches": snapshots.raw_batches(lake, model, window_days_list),
+        "partitions": _partitions(lake, model, window_days_list),
         "feature_service": cfg.feature_service,
     }
+
+
+def _partitions(lake: ObjectStore, model: str, days: list[date]) -> list[dict[str, str]]:
+    """The published day partitions a training set read (its lineage inputs): location and snapshot id."""
+    from mlops.data import snapshots
+
+    found = []
+    for day in days:
+        record = snapshots.current(lake, model, day)
+        if record is not None:
+            folder = snapshots.validated_key(model, day).rpartition("/")[0]
+            found.append(
+                {"day": day.isoformat(), "uri": f"{lake.uri.rstrip('/')}/{folder}", "snapshot": record.snapshot_id}
+            )
+    return found
 
 
 def write_training_set(lake: ObjectStore, prefix: str, frame: pd.DataFrame) -> tuple[str, str]:

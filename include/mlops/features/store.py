@@ -613,7 +613,10 @@ def materialize_interval(cfg: ModelConfig, start: datetime, end: datetime, store
     if writer is not None:
         writer(store.config, view, latest, cfg.timestamp_column)
     else:
-        for offset in range(0, latest.num_rows, ONLINE_WRITE_CHUNK):
+        from mlops.core.progress import progress
+
+        offsets = range(0, latest.num_rows, ONLINE_WRITE_CHUNK)
+        for offset in progress(offsets, f"materialize {cfg.name} online", unit="chunks"):
             chunk = latest.slice(offset, ONLINE_WRITE_CHUNK).to_pandas()
             store.write_to_online_store(cfg.feature_view, df=chunk)
     store.registry.apply_materialization(view, store.project, start, end)

@@ -179,8 +179,11 @@ def _kill_group(pid: int) -> None:
 
 
 def _log_tail(stderr: str) -> None:
-    for line in stderr.splitlines()[-30:]:
-        log.info("train | %s", line)
+    from mlops.core.progress import log_group
+
+    with log_group("training process: its last 30 log lines", log):
+        for line in stderr.splitlines()[-30:]:
+            log.info("train | %s", line)
 
 
 def end_attempt_runs(model: str, attempt: str, status: str) -> list[str]:

@@ -285,6 +285,20 @@ def dataset_input(frame: pd.DataFrame, *, source: str, name: str) -> Any:
     return dataset
 
 
+def _score_holdout(
+    cfg: ModelConfig, pipeline: Any, holdout_df: pd.DataFrame, y_hold: np.ndarray, holdout_uri: str
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The model's outputs on the holdout and their metrics; the scored holdout is written to ``holdout_uri``."""
+    from mlops.quality.metrics import task_metrics
+
+    outputs = model_outputs(cfg, pipeline, holdout_df[cfg.feature_columns])
+    metrics = task_metrics(cfg.task, y_hold, outputs, cfg.label.decision_threshold)
+    columns = output_columns(cfg)
+    scored = holdout_df.assign(**dict(zip(columns, outputs.reshape(len(holdout_df), -1).T, strict=True)))
+    write_parquet_uri(holdout_uri, scored)
+    return outputs, metrics
+
+
 def train(
     cfg: ModelConfig,
     training_set_uri: str,
@@ -298,10 +312,10 @@ def train(
     from mlflow.models import infer_signature
 
     import mlflow
+    from mlops.core.progress import log_group
     from mlops.core.settings import get_settings
     from mlops.core.tracking import client, configure, directory_checksum, ensure_experiment
     from mlops.model.signing import sign_model, signer_fingerprint, signing_key, skops_model
-    from mlops.quality.metrics import task_metrics
 
     started = time.monotonic()
     private_key = signing_key(get_settings())  # before the fit: a missing key must not waste a GPU hour
@@ -324,17 +338,18 @@ def train(
         device,
     )
     fit_started = time.monotonic()
-    pipeline.fit(x_train, y_train)
+    with log_group(f"step 1/3: fit {cfg.training.estimator.family} on {len(train_df)} rows", log):
+        pipeline.fit(x_train, y_train)
     fit_seconds = time.monotonic() - fit_started
-    outputs = model_outputs(cfg, pipeline, x_hold)
-    metrics = task_metrics(cfg.task, y_hold.to_numpy(), outputs, cfg.label.decision_threshold)
-    columns = output_columns(cfg)
-    scored = holdout_df.assign(**dict(zip(columns, outputs.reshape(len(holdout_df), -1).T, strict=True)))
-    write_parquet_uri(holdout_uri, scored)
+    with log_group(f"step 2/3: score the holdout ({len(holdout_df)} rows)", log):
+        outputs, metrics = _score_holdout(cfg, pipeline, holdout_df, y_hold.to_numpy(), holdout_uri)
 
     settings = configure()
     experiment_id = ensure_experiment(cfg.name, settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with (
+        log_group("step 3/3: log, sign and store the model in MLflow", log),
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+    ):
         mlflow.set_tags(
             {**(tags or {}), "estimator": cfg.training.estimator.class_path, "device": device, "task": cfg.task}
         )

@@ -17,28 +17,45 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops.core.config import CRON_PRESETS, ConfigError, LoadedConfig, ModelConfig, discover
 from mlops.core.settings import REPO_ROOT
+from mlops.orchestration.lineage import join_uri, lake_uri
 
 T = TypeVar("T")
 
 
+def _lake_asset(model: str, kind: str, *parts: str, query: str = "") -> Asset:
+    """``<model>.<kind>``, located in the lake (``file://`` or ``s3://``; see ``mlops.orchestration.lineage``).
+
+    The name is the Asset's stable identity (events, schedules and the UI use it); the URI is where the
+    data is. Without a lake setting (an incomplete production environment) the URI is the name, so the
+    DAG still parses and its tasks report the missing setting.
+    """
+    name = f"{model}.{kind}"
+    location = lake_uri(*parts)
+    return Asset(name=name, uri=f"{location}{query}" if location else name, group="mlops")
+
+
 def features_asset(model: str) -> Asset:
-    """Emitted when a model's features for an interval are validated and materialized."""
-    return Asset(name=f"{model}.features", uri=f"mlops://{model}/features", group="mlops")
+    """Emitted when a model's validated day snapshots are published and materialized: ``<lake>/validated/<model>``."""
+    return _lake_asset(model, "features", "validated", model)
 
 
 def predictions_asset(model: str) -> Asset:
-    """Emitted when a validated batch has been scored by the champion."""
-    return Asset(name=f"{model}.predictions", uri=f"mlops://{model}/predictions", group="mlops")
+    """Emitted when a validated batch has been scored by the champion: ``<lake>/predictions/<model>``."""
+    return _lake_asset(model, "predictions", "predictions", model)
 
 
 def drift_asset(model: str) -> Asset:
-    """Emitted only when monitoring finds drift; the training DAG is scheduled on it."""
-    return Asset(name=f"{model}.drift", uri=f"mlops://{model}/drift", group="mlops")
+    """Emitted only when monitoring finds drift (``<lake>/monitoring/<model>``); training is scheduled on it."""
+    return _lake_asset(model, "drift", "monitoring", model)
 
 
 def labels_asset(model: str) -> Asset:
-    """Emitted when newly landed labelled batches have been validated; retraining may listen to it."""
-    return Asset(name=f"{model}.labels", uri=f"mlops://{model}/labels", group="mlops")
+    """Emitted when newly landed labelled batches have been validated; retraining may listen to it.
+
+    The same partitions as ``features_asset`` (labels are a column of the validated snapshots); Airflow
+    needs each Asset's URI to be unique, so it carries ``?view=labels`` (lineage tools drop the query).
+    """
+    return _lake_asset(model, "labels", "validated", model, query="?view=labels")
 
 
 def landing_flag(cfg: ModelConfig) -> Path | None:
@@ -92,8 +109,9 @@ def landed_asset(cfg: ModelConfig) -> Asset:
       watcher long-polls the model's SQS queue, fed by the bucket's event notifications
       (``mlops.data.landing_events``), and fires once per batch of messages received. Without
       ``MLOPS_LANDING_QUEUE_URL`` there is no watcher (the daily data DAG still runs).
-    - A local landing folder: ``FileDeleteTrigger`` fires once when the producer's ready flag appears and
-      deletes it (only the flag: landed batches are never touched), so each flag is one Asset event.
+    - A local landing folder (the Asset is ``file://<landing folder>``): ``FileDeleteTrigger`` fires once
+      when the producer's ready flag appears and deletes it (only the flag: landed batches are never
+      touched), so each flag is one Asset event.
 
     Either way the watcher runs in the triggerer, and the landing run works out the pending days itself.
     """
@@ -121,7 +139,8 @@ def landed_asset(cfg: ModelConfig) -> Asset:
         # the flag (Airflow's default of 5 s was most of the watcher's latency in the benchmark).
         trigger = FileDeleteTrigger(filepath=str(flag), poke_interval=LANDING_FLAG_POKE_SECONDS)
         watchers.append(AssetWatcher(name=f"{cfg.name}_landing_ready_flag", trigger=trigger))
-    return Asset(name=f"{cfg.name}.landed", uri=f"mlops://{cfg.name}/landed", group="mlops", watchers=watchers)
+    uri = join_uri(location) if location else f"{cfg.name}.landed"
+    return Asset(name=f"{cfg.name}.landed", uri=uri, group="mlops", watchers=watchers)
 
 
 def landing_watch(asset: Asset) -> str:
