@@ -72,10 +72,17 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests on the production stack last and together, so its services live only as long as needed.
 
+    A test is on the stack when it requests the ``production_stack`` fixture (directly or through another),
+    or carries the ``production_stack`` mark (a parameter of a fixture that requests the stack at run time).
+
     Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``) they form one group, so one
     worker starts the stack once and runs them all while the other worker takes the embedded-default tests.
     """
-    on_stack = [item for item in items if "production_stack" in getattr(item, "fixturenames", ())]
+    on_stack = [
+        item
+        for item in items
+        if "production_stack" in getattr(item, "fixturenames", ()) or item.get_closest_marker("production_stack")
+    ]
     for item in on_stack:
         item.add_marker(pytest.mark.xdist_group("production_stack"))
     if on_stack:
