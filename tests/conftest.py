@@ -83,14 +83,38 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
             os.environ[name] = value
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests on the production stack last and together, so its services live only as long as needed.
 
+    A test is on the stack when it requests the ``production_stack`` fixture (directly or through another),
+    or carries the ``production_stack`` mark (a parameter of a fixture that requests the stack at run time).
+
     Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``) they form one group, so one
     worker starts the stack once and runs them all while the other worker takes the embedded-default tests.
+    ``tryfirst``: a worker's xdist plugin, registered after this file, turns the ``xdist_group`` mark into the
+    group suffix of the node id in its own ``pytest_collection_modifyitems``, which must see the mark.
     """
-    on_stack = [item for item in items if "production_stack" in getattr(item, "fixturenames", ())]
+    on_stack = [
+        item
+        for item in items
+        if "production_stack" in getattr(item, "fixturenames", ()) or item.get_closest_marker("production_stack")
+    ]
     for item in on_stack:
-        item.add_marker(pytest.mark.xdist_group("production_stack"))
+        _xdist_group(item, "production_stack")
     if on_stack:
         items[:] = [item for item in items if item not in on_stack] + on_stack
+
+
+def _xdist_group(item: pytest.Item, group: str) -> None:
+    """Put ``item`` into a pytest-xdist ``--dist loadgroup`` group.
+
+    pytest-xdist 3.8 marks the group by appending ``@<group>`` to ``item._nodeid``, which pytest 9.2's
+    ``Node.nodeid`` no longer reads (it is ``str(item._id)``): without the suffix in the node id the
+    controller schedules every test on its own, and two workers would each start a production stack.
+    """
+    item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(item.config.option, "loadgroup", False) and not item.nodeid.endswith(f"@{group}"):
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{group}")

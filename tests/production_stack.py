@@ -8,7 +8,12 @@ Real services, started here and stopped by pid (or already running on this machi
 - moto's S3-compatible server (a process): buckets for landing, the lake and MLflow's artifacts;
 - an MLflow tracking server (a process) on Postgres, serving artifacts from S3 (``--serve-artifacts``);
 - Airflow's api-server, scheduler, dag-processor and triggerer (LocalExecutor) on Postgres, with the
-  simple auth manager and a real password (no all-admins shortcut).
+  simple auth manager and real passwords (no all-admins shortcut): ``admin``, and ``nobody``, who signs in
+  but has no role, so no permission on any DAG.
+
+Beside ``credit_risk``, the models folder holds ``SEEDED_MODEL``, a copy of its config that nothing lands
+data for: the cockpit's API tests seed its registry (``mlops_dev.cockpit_bench.seed``) without touching
+the registry of the model the other tests train.
 
 The project runs in ``MLOPS_ENV=production`` with training on the local backend (no cluster here). A
 missing prerequisite fails loudly: nothing is skipped.
@@ -42,6 +47,8 @@ from mlops_dev.processes import free_port, kill, spawn, stop, wait_http
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = "credit_risk"
+SEEDED_MODEL = "cockpit_seeded"
+NO_DAG_ACCESS = "nobody"  # a user of the simple auth manager without a role
 START = date(2026, 3, 1)
 DAYS = 4
 PG = "postgres@127.0.0.1:5432"
@@ -149,6 +156,13 @@ class Stack:
     mlflow: ServiceProcess | None = None
     landed: dict[str, bytes] = field(default_factory=dict)
     data_runs: list[str] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)  # every user of the simple auth manager
+
+    def user(self, username: str) -> AirflowApi:
+        """The REST API as another user of the stack, logged in with their password."""
+        api = AirflowApi(self.api.base_url, username, self.passwords[username])
+        api.login()
+        return api
 
     @property
     def ui_url(self) -> str:
@@ -272,6 +286,8 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         # (canary rollouts have their own tests).
         config.setdefault("promotion", {})["strategy"] = "immediate"
         (models / f"{MODEL}.yaml").write_text(yaml.safe_dump(config))
+        seeded = {**config, "name": SEEDED_MODEL, "source": {**config["source"], "landing": SEEDED_MODEL}}
+        (models / f"{SEEDED_MODEL}.yaml").write_text(yaml.safe_dump(seeded))
         from mlops.model.signing import ensure_local_key
 
         signing_key = ensure_local_key(root / "keys")  # production has no default key: the stack brings one
@@ -292,12 +308,13 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "MLOPS_TRUSTED_KEYS_PATH": str(signing_key.parent / "trusted"),
         }
         password = secrets.token_urlsafe(18)
+        users = {"admin": password, NO_DAG_ACCESS: secrets.token_urlsafe(18)}
         passwords = root / "passwords.json"
-        passwords.write_text(json.dumps({"admin": password}))
+        passwords.write_text(json.dumps(users))
         airflow = {
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG}/{databases['airflow']}",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{NO_DAG_ACCESS}:",  # username:role
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
@@ -334,6 +351,7 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             api=api,
             databases=databases,
             mlflow=mlflow_server,
+            passwords=users,
         )
     finally:
         if services is not None:
