@@ -101,19 +101,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "production_stack" in getattr(item, "fixturenames", ()) or item.get_closest_marker("production_stack")
     ]
     for item in on_stack:
-        _xdist_group(item, "production_stack")
+        item.add_marker(pytest.mark.xdist_group("production_stack"))
+    for item in items:  # every group, also those a test file marks itself (tests that share a Redis database)
+        names = sorted(
+            {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        )
+        if names:
+            _xdist_group(item, "_".join(names))
     if on_stack:
         items[:] = [item for item in items if item not in on_stack] + on_stack
 
 
 def _xdist_group(item: pytest.Item, group: str) -> None:
-    """Put ``item`` into a pytest-xdist ``--dist loadgroup`` group.
+    """Put ``item`` (already marked ``xdist_group``) into that pytest-xdist ``--dist loadgroup`` group.
 
     pytest-xdist 3.8 marks the group by appending ``@<group>`` to ``item._nodeid``, which pytest 9.2's
     ``Node.nodeid`` no longer reads (it is ``str(item._id)``): without the suffix in the node id the
     controller schedules every test on its own, and two workers would each start a production stack.
     """
-    item.add_marker(pytest.mark.xdist_group(group))
     if getattr(item.config.option, "loadgroup", False) and not item.nodeid.endswith(f"@{group}"):
         from _pytest.nodeid import coerce_node_id
 
