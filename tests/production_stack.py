@@ -319,6 +319,11 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+            # The OpenLineage provider's events, one JSON line each (production sends them over HTTP).
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+                {"type": "file", "log_file_path": str(root / "openlineage.jsonl"), "append": True}
+            ),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "mlops-stack",
         }
         saved = dict(os.environ)
         os.environ.update(env)

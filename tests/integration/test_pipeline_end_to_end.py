@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from mlops.core.config import get_config
 from mlops.data import steps as data_steps
 from mlops.model import registry
 from mlops_dev.datagen import write_batches
+from openlineage_events import assert_training_lineage
 
 pytestmark = pytest.mark.integration
 
@@ -87,43 +87,16 @@ def test_raw_data_to_promoted_champion(model: str, rows: int, state_dir: Path, r
 def _assert_training_lineage(model: str, version: str, tags: dict[str, str], state_dir: Path) -> None:
     """The OpenLineage events of the training run name its inputs (day partitions) and output (the version)."""
     # tests/conftest.py points the provider's file transport at the session's event log
-    events_file = Path(json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["log_file_path"])
-    run_id = tags["lineage.dag_run_id"]
-    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
-    ours = [e for e in events if _airflow_run_id(e) == run_id]
-    jobs = {e["job"]["name"] for e in ours}
-    tasks = ["plan_training", "build_training_set", "train", "gate_quality", "register", "promote"]
-    for task_id in tasks:  # START and COMPLETE for every task of the run
-        job = f"{model}__training.{task_id}"
-        assert job in jobs, (job, sorted(jobs))
-        assert {e["eventType"] for e in ours if e["job"]["name"] == job} >= {"START", "COMPLETE"}, job
-
-    def completed(task_id: str) -> dict[str, Any]:
-        (event,) = [
-            e for e in ours if e["job"]["name"] == f"{model}__training.{task_id}" and e["eventType"] == "COMPLETE"
-        ]
-        return event
-
-    lake = (state_dir / "lake").as_posix()
-    window = [START + timedelta(days=offset) for offset in range(DAYS)]
-    training_set = completed("build_training_set")
-    partitions = [(d["namespace"], d["name"]) for d in training_set["inputs"]]
-    assert partitions == [("file", f"{lake}/validated/{model}/date={day}") for day in window]
-    assert all(d["facets"]["version"]["datasetVersion"] for d in training_set["inputs"])
-    set_path = tags["lineage.training_set_uri"]
-    assert [(d["namespace"], d["name"]) for d in training_set["outputs"]] == [("file", set_path)]
-    assert [(d["namespace"], d["name"]) for d in completed("train")["inputs"]] == [("file", set_path)]
-    register = completed("register")
-    assert [(d["namespace"], d["name"]) for d in register["inputs"]] == [("file", set_path)]
-    (output,) = register["outputs"]
-    assert output["name"] == f"models:/{model}/{version}"
-    assert output["namespace"] == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
-    assert output["facets"]["version"]["datasetVersion"] == version
-
-
-def _airflow_run_id(event: dict[str, Any]) -> str | None:
-    facet = event.get("run", {}).get("facets", {}).get("airflow", {})
-    return (facet.get("dagRun") or {}).get("run_id")
+    assert_training_lineage(
+        Path(json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["log_file_path"]),
+        model=model,
+        version=version,
+        dag_run_id=tags["lineage.dag_run_id"],
+        training_set_uri=tags["lineage.training_set_uri"],
+        lake_uri=(state_dir / "lake").as_posix(),
+        window=[START + timedelta(days=offset) for offset in range(DAYS)],
+        registry_namespace=f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}",
+    )
 
 
 def test_bad_batch_is_quarantined_and_stops_the_run(state_dir: Path, run_dag: Callable[..., str]) -> None:

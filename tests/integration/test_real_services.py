@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 
+from openlineage_events import assert_training_lineage
 from production_stack import DAYS, MODEL, START, Stack
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,17 @@ def test_training_triggered_through_the_rest_api_runs_on_the_real_services(stack
         assert tags["lineage.training_window"] == f"{START}..{window_end}"
         landed_hashes = [hashlib.sha256(c).hexdigest()[:16] for c in stack.landed.values()]
         assert sorted(json.loads(tags["lineage.raw_batches"])) == sorted(landed_hashes)
+        # The OpenLineage events of this run: S3 day partitions in, the training set, the version out.
+        assert_training_lineage(
+            stack.root / "openlineage.jsonl",
+            model=MODEL,
+            version=version,
+            dag_run_id=run_id,
+            training_set_uri=tags["lineage.training_set_uri"],
+            lake_uri=stack.env["MLOPS_LAKE_URI"],
+            window=[START + timedelta(days=offset) for offset in range(DAYS)],
+            registry_namespace=stack.mlflow_uri,
+        )
         mlflow_run = client.get_run(client.get_model_version(MODEL, version).run_id)
         assert mlflow_run.data.params["estimator.n_estimators"] == "60"  # the non-default Param reached the estimator
 
