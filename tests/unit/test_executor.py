@@ -20,8 +20,14 @@ from mlops.orchestration import executor
 
 def test_preload_list_is_config_as_data() -> None:
     assert executor.preload_modules({}) == executor.DEFAULT_PRELOAD
-    assert executor.preload_modules({executor.PRELOAD_ENV: " json , ,csv"}) == ("json", "csv")
+    assert executor.preload_modules({executor.PRELOAD_ENV: " pandas , ,mlops.model.train"}) == (
+        "pandas",
+        "mlops.model.train",
+    )
     assert executor.preload_modules({executor.PRELOAD_ENV: ""}) == ()
+    # A setting never chooses arbitrary code to import: a module outside the allowed packages is refused.
+    with pytest.raises(ValueError, match=r"outside the allowed packages: os\.path, antigravity; allowed: .*mlops"):
+        executor.preload_modules({executor.PRELOAD_ENV: "pandas,os.path,antigravity"})
     # Every default names a module that exists in this environment (a typo would only be logged).
     from importlib.util import find_spec
 
@@ -43,6 +49,7 @@ def test_modules_are_imported_before_the_workers_are_forked(tmp_path: Path, monk
     (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv(executor.PRELOAD_ENV, name)
+    monkeypatch.setattr(executor, "PRELOAD_PACKAGES", executor.PRELOAD_PACKAGES | {name})  # a probe of its own
     seen: list[bool] = []
     # Record, at each fork, whether the module is already there; fork nothing.
     monkeypatch.setattr(LocalExecutor, "_spawn_worker", lambda self: seen.append(name in sys.modules))

@@ -59,12 +59,27 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
 )
 
 
+# The packages a configured list may name modules of: a setting chooses among these, never what code runs.
+PRELOAD_PACKAGES = frozenset({*(name.split(".")[0] for name in DEFAULT_PRELOAD), "pandas", "numpy", "xgboost", "feast"})
+
+
 def preload_modules(environ: dict[str, str] | None = None) -> tuple[str, ...]:
-    """The modules to import before forking: ``MLOPS_EXECUTOR_PRELOAD`` if set, else the default."""
+    """The modules to import before forking: ``MLOPS_EXECUTOR_PRELOAD`` if set, else the default.
+
+    A configured module outside :data:`PRELOAD_PACKAGES` is refused (ValueError naming it and the allowed
+    packages): a setting must not choose what code the scheduler imports.
+    """
     raw = (os.environ if environ is None else environ).get(PRELOAD_ENV)
     if raw is None:
         return DEFAULT_PRELOAD
-    return tuple(name.strip() for name in raw.split(",") if name.strip())
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    refused = [name for name in names if name.split(".")[0] not in PRELOAD_PACKAGES]
+    if refused:
+        raise ValueError(
+            f"{PRELOAD_ENV} names modules outside the allowed packages: {', '.join(refused)}; "
+            f"allowed: {', '.join(sorted(PRELOAD_PACKAGES))}"
+        )
+    return names
 
 
 def preload(names: tuple[str, ...]) -> dict[str, str]:
