@@ -102,6 +102,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     for item in on_stack:
         item.add_marker(pytest.mark.xdist_group("production_stack"))
+    for item in items:  # a module-scoped fixture (a server, a landed folder) is set up by one worker, once
+        if not item.get_closest_marker("xdist_group") and _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.nodeid.split('::')[0]}"))
     for item in items:  # every group, also those a test file marks itself (tests that share a Redis database)
         names = sorted(
             {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
@@ -110,6 +113,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             _xdist_group(item, "_".join(names))
     if on_stack:
         items[:] = [item for item in items if item not in on_stack] + on_stack
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` requests a module-scoped fixture (without the fixture info: no grouping)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) or {}
+    return any(getattr(d, "scope", "") == "module" for chain in defs.values() for d in chain)
 
 
 def _xdist_group(item: pytest.Item, group: str) -> None:

@@ -223,9 +223,35 @@ def moto_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
         stop(proc)
 
 
+# The stack's stop while it runs. It is called after the last test on the stack (pytest_runtest_teardown),
+# so the services do not idle beside the rest of the session; the fixture's own teardown then has nothing left.
+_STACK: dict[str, Any] = {"stop": None, "stopped_early": False}
+
+
+def on_stack(item: pytest.Item) -> bool:
+    """Whether ``item`` runs on the stack (tests/conftest.py puts every such test in this xdist group)."""
+    return any(m.args[:1] == ("production_stack",) for m in item.iter_markers("xdist_group"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if on_stack(item) and _STACK["stopped_early"]:
+        pytest.fail("the production stack was stopped after what looked like its last test: run its tests together")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Once the item's own fixtures are torn down: stop the stack after its last test in this process."""
+    try:
+        yield
+    finally:
+        if _STACK["stop"] is not None and on_stack(item) and (nextitem is None or not on_stack(nextitem)):
+            stop_stack, _STACK["stop"], _STACK["stopped_early"] = _STACK["stop"], None, True
+            stop_stack()
+
+
 @pytest.fixture(scope="session")
 def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Every real service the production mode talks to, on loopback; torn down at the end of the session."""
+    """Every real service the production mode talks to, on loopback; stopped after the last test on it."""
     import boto3
     import redis
     from cryptography.fernet import Fernet
@@ -243,6 +269,20 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     created: list[str] = []
     services: AirflowServices | None = None
     online = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+
+    def stop_all() -> None:
+        if services is not None:
+            services.stop()
+        if mlflow_server is not None:
+            mlflow_server.stop()
+        for proc in reversed(procs):
+            stop(proc)
+        online.flushdb()
+        for database in created:
+            pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        shutil.rmtree(root / "state", ignore_errors=True)
+
+    _STACK["stop"] = stop_all
     try:
         online.ping()  # fails loudly when the machine's Redis is not running
         for database in databases.values():
@@ -359,16 +399,9 @@ def production_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
             passwords=users,
         )
     finally:
-        if services is not None:
-            services.stop()
-        if mlflow_server is not None:
-            mlflow_server.stop()
-        for proc in reversed(procs):
-            stop(proc)
-        online.flushdb()
-        for database in created:
-            pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        shutil.rmtree(root / "state", ignore_errors=True)
+        stop_stack, _STACK["stop"] = _STACK["stop"], None
+        if stop_stack is not None:
+            stop_stack()
 
 
 def _keys(aws: dict[str, str]) -> dict[str, str]:

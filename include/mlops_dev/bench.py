@@ -920,6 +920,8 @@ def run(
     airflow_rows: int | None,
     drift_full_max_rows: int,
     repeat_max_rows: int = 1_000_000,
+    parse_repeats: int = 5,
+    rollout_repeats: int = 3,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -928,7 +930,7 @@ def run(
     results["speed_probe_start"] = speed_probe()
     progress(f"machine: {results['machine']}; speed probe {results['speed_probe_start']}")
     progress("DAG parsing")
-    results["dag_parse"] = dag_parse()
+    results["dag_parse"] = dag_parse(parse_repeats)
     for rows in sizes:
         # Long runs once; short ones repeated (the first of several is a warm-up for caches and imports).
         reps = repeats if rows <= repeat_max_rows else 1
@@ -966,7 +968,7 @@ def run(
         _write_outputs(results, out_dir)  # after every size: a long run that is stopped keeps what it measured
     rollout_rows = max([s for s in sizes if s <= 1_000_000] or [min(sizes)])
     progress(f"canary split and abort latency at {rollout_rows:,} rows")
-    results["rollout"] = rollout_at_scale(rollout_rows, work / "rollout")
+    results["rollout"] = rollout_at_scale(rollout_rows, work / "rollout", rollout_repeats)
     _write_outputs(results, out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return results

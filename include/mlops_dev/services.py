@@ -134,7 +134,7 @@ class AirflowServices:
         raise TimeoutError(f"Airflow did not become healthy in {timeout:.0f} s: {last}")
 
     def stop(self) -> None:
-        stop_all(self.procs.values(), grace=30)
+        stop_all(self.procs.values(), grace=10)
         self.procs.clear()
 
     # ------------------------------------------------------------------ runs, through Airflow's API

@@ -1,8 +1,9 @@
 """A small version of `make bench`: the harness runs every measured step and writes its three outputs.
 
 The full benchmark (100k and 1M rows or more, and the run through real Airflow) takes the better part of
-an hour on two cores, so `make test` runs this smoke version: 3,000 rows, two repeats in one process, no
-real-Airflow phase (the scheduler-driven tests in tests/integration/ cover that path).
+an hour on two cores, so `make test` runs this smoke version: 3,000 rows, two pipeline runs in one process
+(two DAG parses, one timing of the canary split), no real-Airflow phase (the scheduler-driven tests in
+tests/integration/ cover that path).
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mlops_dev import bench
 
 
+@pytest.mark.timeout(2400)
 def test_bench_harness_measures_every_stage_and_writes_its_outputs(state_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    results = bench.run([3000], days=3, repeats=2, out_dir=out, airflow_rows=None, drift_full_max_rows=3000)
+    results = bench.run(
+        [3000],
+        days=3,
+        repeats=2,
+        out_dir=out,
+        airflow_rows=None,
+        drift_full_max_rows=3000,
+        parse_repeats=2,
+        rollout_repeats=1,
+    )
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["machine"]["cpu_count"] >= 1 and saved["machine"]["memory_gib"] > 0

@@ -34,7 +34,7 @@ from production_stack import DAYS, MODEL, START, Stack
 if TYPE_CHECKING:
     from playwright.sync_api import FrameLocator, Page
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # setup may start the production stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]

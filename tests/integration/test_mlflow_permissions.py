@@ -28,7 +28,7 @@ import yaml
 from mlops_dev.processes import free_port, spawn, stop, wait_http
 from production_stack import BIN, PG, REPO, pg_admin
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)
 
 PERMISSIONS = REPO / "deploy" / "mlflow" / "permissions.json"
 APPLY = REPO / "deploy" / "mlflow" / "apply_permissions.py"

@@ -35,7 +35,7 @@ from mlops.model.approval import SelfApprovalError, approver
 from mlops_dev.processes import free_port, spawn, stop, wait_http
 from production_stack import BIN, PG, REPO, AirflowApi, pg_admin
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(900)
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 DAG = "credit_risk__training"

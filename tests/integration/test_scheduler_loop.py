@@ -27,7 +27,7 @@ from mlops.orchestration.executor import preload_modules
 from mlops_dev.datagen import write_batches
 from mlops_dev.services import AirflowServices, RunInfo, asset_events
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2700)]  # the longest tests: the whole loop
 
 MODEL = "credit_risk"
 START = date(2026, 3, 1)

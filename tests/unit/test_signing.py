@@ -7,11 +7,12 @@ champion gate, rollback) are in tests/unit/test_scoring.py.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -313,15 +314,32 @@ def test_local_key_is_created_once_with_mode_0600(state_dir: Path) -> None:
     assert sorted(p.name for p in (state_dir / "keys").iterdir()) == ["signing-key.pem", "trusted"]
 
 
-def _create(keys_dir: str) -> str:
-    return signing.signer_fingerprint(signing.ensure_local_key(Path(keys_dir)))
+_CREATE = """
+import sys, time
+from pathlib import Path
+from mlops.model import signing
+go = Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.005)
+print(signing.signer_fingerprint(signing.ensure_local_key(Path(sys.argv[1]))))
+"""
 
 
 def test_concurrent_creation_ends_with_one_key(tmp_path: Path) -> None:
-    keys_dir = tmp_path / "keys"
-    with multiprocessing.get_context("fork").Pool(6) as pool:
-        fingerprints = pool.map(_create, [str(keys_dir)] * 12)
-    assert len(set(fingerprints)) == 1
+    """Twelve fresh processes (never forks of this threaded one, which can inherit a held lock) create the
+    key at once: each waits, its imports done, for the same start signal."""
+    keys_dir, go = tmp_path / "keys", tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CREATE, str(keys_dir), str(go)], stdout=subprocess.PIPE, text=True)
+        for _ in range(12)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    go.touch()
+    fingerprints = [proc.communicate(timeout=120)[0].strip() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 12
+    assert len(set(fingerprints)) == 1 and fingerprints[0]
     assert signing.public_key_fingerprint(keys_dir / "trusted" / "local.pem") == fingerprints[0]
     assert sorted(p.name for p in keys_dir.iterdir()) == ["signing-key.pem", "trusted"]  # no temporary left
 
